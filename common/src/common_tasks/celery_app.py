@@ -1,0 +1,81 @@
+"""The Celery app every service uses, configured from CommonSettings only.
+
+Setting names are Celery's documented ones (docs: Configuration and defaults).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from common_tasks.config import CommonSettings
+from common_tasks.tasks import QUEUES, ORDERS_QUEUE, task_routes
+
+# Publishing gives up after ~0.6 s so the HTTP API can answer 503 quickly when Redis is down.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3}
+SOCKET_CONNECT_TIMEOUT = 1.0
+# Bounds synchronous Redis commands on a dead connection; the consumer's BRPOP waits only ~1 s.
+SOCKET_TIMEOUT = 10.0
+RESULT_EXPIRES = 3600
+
+
+def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
+    visibility = settings.CELERY_VISIBILITY_TIMEOUT
+    return {
+        "visibility_timeout": visibility,
+        # kombu >= 5.7: sweep for abandoned unacked messages every few seconds (older kombu ignores these).
+        "unacked_restore_interval": max(1, min(10, visibility // 2)),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        # Stop producers retrying a dead connection forever.
+        "max_retries": 2,
+    }
+
+
+def celery_config(settings: CommonSettings) -> dict[str, Any]:
+    transport_options = redis_transport_options(settings)
+    return {
+        "broker_url": settings.CELERY_BROKER_URL,
+        "result_backend": settings.CELERY_RESULT_BACKEND,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_timeout": SOCKET_TIMEOUT,
+        # JSON only on the wire: a pickle message is refused before it is deserialized.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # At-least-once delivery; every task is idempotent per order_id.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": ORDERS_QUEUE,
+        "task_routes": task_routes(),
+        "task_create_missing_queues": False,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        "task_ignore_result": True,
+        "result_expires": RESULT_EXPIRES,
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "enable_utc": True,
+    }
+
+
+def create_celery_app(settings: CommonSettings, main: str) -> Celery:
+    """A Celery app named `main`, configured from `settings`; tasks are registered by the caller."""
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,82 @@
+"""Settings shared by every service, read from environment variables only.
+
+Each service parses its settings once at start-up through :func:`load_settings`; a missing or
+malformed value stops the process with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class CommonSettings(BaseSettings):
+    """Variables every service reads. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    CELERY_BROKER_URL: str = "redis://localhost:6379/0"
+    CELERY_RESULT_BACKEND: str = "redis://localhost:6379/1"
+    # Orders live in Redis too; by default in the broker's database, under the `order:` prefix.
+    ORDER_STORE_URL: str | None = None
+    # Seconds before Redis redelivers a message that a (dead) worker took but never acknowledged.
+    CELERY_VISIBILITY_TIMEOUT: int = Field(default=3600, ge=1)
+    LOG_LEVEL: str = "INFO"
+
+    @field_validator("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORDER_STORE_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_URL_SCHEMES):
+            raise ValueError(f"must be a Redis URL starting with one of {', '.join(REDIS_URL_SCHEMES)}")
+        return value
+
+    @field_validator("LOG_LEVEL")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def order_store_url(self) -> str:
+        return self.ORDER_STORE_URL or self.CELERY_BROKER_URL
+
+
+class WorkerSettings(CommonSettings):
+    """Variables of the Celery worker processes (worker and notification-service)."""
+
+    WORKER_CONCURRENCY: int = Field(default=2, ge=1, le=64)
+    WORKER_HEARTBEAT_FILE: str = "/tmp/celery-worker.heartbeat"
+    WORKER_HEARTBEAT_INTERVAL: float = Field(default=5.0, gt=0)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class ConfigError(SystemExit):
+    """Raised (and exits the process) when the environment holds an invalid value."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable, e.g. `CELERY_VISIBILITY_TIMEOUT: Input should be ...`."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "environment"
+        parts.append(f"{name}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """Parse the environment into `settings_class`, or exit with a one-line error."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        message = f"configuration error: {describe_validation_error(error)}"
+        print(message, file=sys.stderr)
+        raise ConfigError(2) from None

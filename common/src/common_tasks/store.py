@@ -1,0 +1,214 @@
+"""The order store: every order's state in Redis, owned by this one module.
+
+Layout: a hash `order:<order_id>` per order, and a sorted set `orders:open` of orders whose work is
+not finished (scored by the last time work was dispatched for them), which the reconciler scans.
+State changes are Lua scripts, so each is atomic and idempotent: a redelivered task never moves an
+order backwards or counts anything twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from common_tasks.schemas import OrderItem, OrderRequest, ProcessOrder
+
+OrderStatus = Literal["accepted", "processing", "completed", "failed"]
+NotificationState = Literal["pending", "sent", "failed"]
+
+OPEN_ORDERS_KEY = "orders:open"
+SOCKET_CONNECT_TIMEOUT = 1.0
+SOCKET_TIMEOUT = 2.0
+
+
+def order_key(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order_id: str
+    status: OrderStatus
+    customer_email: str
+    items: list[OrderItem]
+    total: str | None
+    notification: NotificationState
+    notifications_sent: int
+    worker: str | None
+    failure: str | None
+    created_at: float
+    updated_at: float
+
+    def public_view(self) -> dict[str, object]:
+        """What `GET /orders/<id>` returns."""
+        return {
+            "order_id": self.order_id,
+            "status": self.status,
+            "total": self.total,
+            "notification": self.notification,
+            "notifications_sent": self.notifications_sent,
+            "worker": self.worker,
+            "failure": self.failure,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    def process_payload(self) -> ProcessOrder:
+        return ProcessOrder(order_id=self.order_id, customer_email=self.customer_email, items=self.items)
+
+
+# Moves accepted -> processing; returns the status before the call (nil when the order is unknown).
+_START_PROCESSING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'accepted' then
+  redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[1], 'updated_at', ARGV[2])
+end
+return status
+"""
+
+# Moves accepted|processing -> completed with its total; returns 1 when this call completed it.
+_COMPLETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'accepted' or status == 'processing' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'total', ARGV[1], 'worker', ARGV[2], 'updated_at', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Moves any unfinished order to failed and closes it; returns 1 when this call failed it.
+_FAIL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'accepted' or status == 'processing' then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'notification', 'failed', 'failure', ARGV[1], 'updated_at', ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Sets the notification outcome once (pending -> sent|failed) and closes the order.
+_RECORD_NOTIFICATION = """
+local state = redis.call('HGET', KEYS[1], 'notification')
+if state == 'pending' then
+  redis.call('HSET', KEYS[1], 'notification', ARGV[1], 'updated_at', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'failure', ARGV[3]) end
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# Counts one delivery by the notification channel (never deduplicated: this is the audit count).
+_RECORD_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'delivered_at', ARGV[1])
+  return redis.call('HINCRBY', KEYS[1], 'notifications_sent', 1)
+end
+return -1
+"""
+
+
+class OrderStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._start_processing = client.register_script(_START_PROCESSING)
+        self._complete = client.register_script(_COMPLETE)
+        self._fail = client.register_script(_FAIL)
+        self._record_notification = client.register_script(_RECORD_NOTIFICATION)
+        self._record_delivery = client.register_script(_RECORD_DELIVERY)
+
+    @classmethod
+    def from_url(cls, url: str) -> OrderStore:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            health_check_interval=10,
+        )
+        return cls(client)
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def create(self, order_id: str, request: OrderRequest) -> None:
+        now = time.time()
+        fields = {
+            "status": "accepted",
+            "customer_email": request.customer_email,
+            "items": json.dumps([item.model_dump(mode="json") for item in request.items]),
+            "notification": "pending",
+            "notifications_sent": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(order_key(order_id), mapping=fields)
+        pipe.zadd(OPEN_ORDERS_KEY, {order_id: now})
+        pipe.execute()
+
+    def delete(self, order_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(order_key(order_id))
+        pipe.zrem(OPEN_ORDERS_KEY, order_id)
+        pipe.execute()
+
+    def get(self, order_id: str) -> OrderRecord | None:
+        raw = self.client.hgetall(order_key(order_id))
+        if not raw:
+            return None
+        return OrderRecord(
+            order_id=order_id,
+            status=raw["status"],  # type: ignore[arg-type]
+            customer_email=raw["customer_email"],
+            items=[OrderItem.model_validate(item) for item in json.loads(raw["items"])],
+            total=raw.get("total"),
+            notification=raw["notification"],  # type: ignore[arg-type]
+            notifications_sent=int(raw.get("notifications_sent", 0)),
+            worker=raw.get("worker"),
+            failure=raw.get("failure"),
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw["updated_at"]),
+        )
+
+    def start_processing(self, order_id: str, worker: str) -> OrderStatus | None:
+        return self._start_processing(keys=[order_key(order_id)], args=[worker, time.time()])
+
+    def complete(self, order_id: str, total: str, worker: str) -> bool:
+        return bool(self._complete(keys=[order_key(order_id)], args=[total, worker, time.time()]))
+
+    def fail(self, order_id: str, reason: str) -> bool:
+        return bool(self._fail(keys=[order_key(order_id), OPEN_ORDERS_KEY], args=[reason, time.time(), order_id]))
+
+    def record_notification(self, order_id: str, outcome: NotificationState, detail: str = "") -> bool:
+        keys = [order_key(order_id), OPEN_ORDERS_KEY]
+        return bool(self._record_notification(keys=keys, args=[outcome, time.time(), detail, order_id]))
+
+    def record_delivery(self, order_id: str) -> int:
+        """Count one confirmation delivered by the channel; returns the new count (-1: unknown order)."""
+        return int(self._record_delivery(keys=[order_key(order_id)], args=[time.time()]))
+
+    def claim_delivery(self, order_id: str, owner: str, seconds: int) -> bool:
+        """A short lock so two copies of one notification message never deliver concurrently."""
+        return bool(self.client.set(f"{order_key(order_id)}:delivering", owner, nx=True, ex=seconds))
+
+    def release_delivery(self, order_id: str) -> None:
+        self.client.delete(f"{order_key(order_id)}:delivering")
+
+    def stale_open_orders(self, older_than: float, limit: int = 100) -> list[str]:
+        """Open orders whose last dispatch is older than `older_than` (a Unix time)."""
+        return list(self.client.zrangebyscore(OPEN_ORDERS_KEY, "-inf", older_than, start=0, num=limit))
+
+    def mark_redispatched(self, order_id: str) -> None:
+        self.client.zadd(OPEN_ORDERS_KEY, {order_id: time.time()}, xx=True)
+
+    def forget_open(self, order_id: str) -> None:
+        self.client.zrem(OPEN_ORDERS_KEY, order_id)
+
+    def try_lock(self, name: str, owner: str, seconds: int) -> bool:
+        return bool(self.client.set(f"lock:{name}", owner, nx=True, ex=max(1, seconds)))

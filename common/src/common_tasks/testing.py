@@ -1,0 +1,277 @@
+"""Pytest plugin shared by every package's tests (loaded through the `pytest11` entry point).
+
+It runs the real things: a `redis-server` from PATH on a free loopback port, and the services'
+console scripts as subprocesses, exactly as the images run them. No eager mode, no fake broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy; fail the test with `message` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except (redis.RedisError, OSError):
+            value = None  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
+        time.sleep(interval)
+
+
+def console_script(name: str) -> str:
+    """The installed console script `name`: next to this interpreter first, then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"console script {name!r} not found; install the packages first (./dev test does)")
+    return found
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1, stoppable and restartable on the same port and data dir."""
+
+    def __init__(self, directory: Path, port: int | None = None, password: str | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
+        self.directory = directory
+        self.port = port or free_port()
+        self.password = password
+        self.appendonly = False
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url(db), decode_responses=True, socket_connect_timeout=1)
+
+    def start(self, appendonly: bool | None = None) -> RedisServer:
+        if appendonly is not None:
+            self.appendonly = appendonly
+        command = [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.client().ping(), 10, f"redis-server on port {self.port} did not start")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes its append-only file and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+@dataclass
+class ServiceProcess:
+    """A service started from its console script, with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None and text not in self.log():
+                raise AssertionError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+            return text in self.log()
+
+        wait_until(seen, timeout, f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM (warm shutdown) and wait; returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the main process and its pool children."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class ServiceLauncher:
+    """Starts console scripts against one Redis and stops whatever is left at teardown."""
+
+    def __init__(self, redis_server: RedisServer, directory: Path) -> None:
+        self.redis_server = redis_server
+        self.directory = directory
+        self.started: list[ServiceProcess] = []
+
+    def environment(self, **overrides: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            CELERY_BROKER_URL=self.redis_server.url(0),
+            CELERY_RESULT_BACKEND=self.redis_server.url(1),
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+            WORKER_CONCURRENCY="2",
+            WORKER_HEARTBEAT_INTERVAL="1",
+            NOTIFICATION_RETRY_BACKOFF_SECONDS="0.2",
+        )
+        env.update(overrides)
+        return env
+
+    def start(self, script: str, *args: str, ready: bool = True, **env: str) -> ServiceProcess:
+        index = len(self.started)
+        log_path = self.directory / f"{script}-{index}.log"
+        environment = self.environment(**env)
+        environment.setdefault("WORKER_HEARTBEAT_FILE", str(self.directory / f"{script}-{index}.heartbeat"))
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [console_script(script), *args],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so kill() reaches pool children
+            )
+        service = ServiceProcess(script, process, log_path)
+        self.started.append(service)
+        if ready:
+            self.wait_ready(service, environment)
+        return service
+
+    def wait_ready(self, service: ServiceProcess, environment: dict[str, str]) -> None:
+        if service.name == "order-service":
+            url = f"http://127.0.0.1:{environment['PORT']}/healthz"
+
+            def serving() -> bool:
+                if not service.alive():
+                    raise AssertionError(f"order-service exited:\n{service.log()[-3000:]}")
+                return http_request("GET", url, timeout=1).status == 200
+
+            wait_until(serving, 30, f"order-service never answered {url}:\n{service.log()[-3000:]}")
+        else:
+            service.wait_for_log(" ready.", timeout=60)
+
+    def start_order_service(self, **env: str) -> tuple[ServiceProcess, str]:
+        port = env.pop("PORT", None) or str(free_port())
+        service = self.start("order-service", PORT=port, HOST="127.0.0.1", WEB_CONCURRENCY="2", **env)
+        return service, f"http://127.0.0.1:{port}"
+
+    def stop_all(self) -> None:
+        for service in reversed(self.started):
+            if service.alive():
+                try:
+                    service.terminate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    service.kill()
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_request(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> HttpResponse:
+    """One HTTP request with the standard library; `body` is JSON-encoded unless it is bytes."""
+    headers = dict(headers or {})
+    data: bytes | None
+    if body is None or isinstance(body, bytes):
+        data = body
+    else:
+        data = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return HttpResponse(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as error:
+        return HttpResponse(error.code, dict(error.headers), error.read())
+
+
+def sample_order(quantity: int = 2, unit_price: str = "9.99") -> dict[str, Any]:
+    return {
+        "customer_email": "buyer@example.com",
+        "items": [{"sku": "SKU-1", "quantity": quantity, "unit_price": unit_price}],
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> redis.Redis:
+    """A client of database 0 of the session's Redis, emptied (all databases) before the test."""
+    if redis_server.process is None:
+        redis_server.start()
+    client = redis_server.client(0)
+    client.flushall()
+    return client
+
+
+@pytest.fixture
+def services(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> Iterator[ServiceLauncher]:
+    launcher = ServiceLauncher(redis_server, tmp_path)
+    yield launcher
+    launcher.stop_all()

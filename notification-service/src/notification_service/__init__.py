@@ -1,0 +1,1 @@
+"""The notification service: a Celery worker on the `notifications` queue."""

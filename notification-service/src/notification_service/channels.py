@@ -1,0 +1,54 @@
+"""Notification channels: how an order confirmation reaches the customer.
+
+A channel is any object with `send(confirmation)`. It raises TransientChannelError for failures
+worth retrying (the service retries with backoff) and anything else for permanent ones (the order's
+notification is marked failed). Choose one with NOTIFICATION_CHANNEL=`log` or `module:attribute`,
+where the attribute is a class or function called with no arguments that returns the channel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Protocol
+
+from common_tasks.schemas import SendOrderConfirmation
+
+logger = logging.getLogger("notification_service.channel")
+
+
+class TransientChannelError(Exception):
+    """The channel may succeed later (timeout, rate limit, provider outage)."""
+
+
+class PermanentChannelError(Exception):
+    """The channel will never deliver this confirmation (bad address, rejected content)."""
+
+
+class NotificationChannel(Protocol):
+    def send(self, confirmation: SendOrderConfirmation) -> None: ...
+
+
+def masked(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+class LogChannel:
+    """The default channel: the confirmation is a log line (the store counts each delivery)."""
+
+    def send(self, confirmation: SendOrderConfirmation) -> None:
+        logger.info(
+            "confirmation for order %s delivered to %s: total %s",
+            confirmation.order_id,
+            masked(confirmation.customer_email),
+            confirmation.total,
+        )
+
+
+def load_channel(spec: str) -> NotificationChannel:
+    if spec == "log":
+        return LogChannel()
+    module_name, _, attribute = spec.partition(":")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    return factory()

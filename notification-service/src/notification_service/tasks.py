@@ -1,0 +1,90 @@
+"""The task of the `notifications` queue: deliver an order confirmation once, then report back."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.utils.log import get_task_logger
+from kombu.exceptions import OperationalError
+
+from common_tasks.schemas import RecordNotification
+from common_tasks.store import OrderStore
+from common_tasks.tasks import SEND_ORDER_CONFIRMATION, ContractViolation, send_record_notification
+
+from notification_service.channels import NotificationChannel, TransientChannelError
+from notification_service.settings import NotificationSettings
+
+logger = get_task_logger("notification_service.tasks")
+
+STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+# Long enough for one delivery; a crashed delivery frees the order after this many seconds.
+DELIVERY_CLAIM_SECONDS = 60
+
+
+def backoff_seconds(base: float, retries: int) -> float:
+    """Exponential backoff with full jitter in its upper half: base * 2**retries, capped at 60 s."""
+    delay = min(60.0, base * (2**retries))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def register_notification_tasks(
+    app: Celery, settings: NotificationSettings, store: OrderStore, channel: NotificationChannel
+) -> None:
+    def report(order_id: str, outcome: str, detail: str = "") -> None:
+        send_record_notification(app, RecordNotification(order_id=order_id, outcome=outcome, detail=detail))
+
+    @app.task(
+        name=SEND_ORDER_CONFIRMATION.name,
+        bind=True,
+        autoretry_for=STORE_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=60,
+        retry_jitter=True,
+        max_retries=10,
+    )
+    def send_order_confirmation(self: Task, *args: Any, **kwargs: Any) -> None:
+        try:
+            if args or set(kwargs) != {"payload"}:
+                raise ContractViolation(f"{SEND_ORDER_CONFIRMATION.name} takes exactly one keyword argument, payload")
+            confirmation = SEND_ORDER_CONFIRMATION.parse(kwargs["payload"])
+        except ContractViolation as violation:
+            logger.error("rejected message %s: %s", self.request.id, violation)
+            return
+        order_id = confirmation.order_id
+        record = store.get(order_id)
+        if record is None:
+            logger.warning("order %s: no such order in the store, confirmation dropped", order_id)
+            return
+        if record.notifications_sent > 0:
+            # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
+            report(order_id, "sent")
+            return
+        if record.notification == "failed":
+            return
+        if not store.claim_delivery(order_id, self.request.id or "", DELIVERY_CLAIM_SECONDS):
+            # Another copy of this message is delivering right now; look again later.
+            raise self.retry(countdown=DELIVERY_CLAIM_SECONDS / 4, max_retries=None)
+        try:
+            channel.send(confirmation)
+        except (TransientChannelError, ConnectionError, TimeoutError) as error:
+            store.release_delivery(order_id)
+            if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
+                logger.error(
+                    "order %s: confirmation failed after %d retries: %s", order_id, self.request.retries, error
+                )
+                report(order_id, "failed", f"gave up after {self.request.retries} retries: {error}")
+                return
+            countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
+            logger.warning("order %s: confirmation will be retried in %.1fs: %s", order_id, countdown, error)
+            raise self.retry(countdown=countdown, max_retries=None) from None
+        except Exception as error:  # noqa: BLE001 - any other channel error is permanent
+            store.release_delivery(order_id)
+            logger.error("order %s: confirmation failed permanently: %s", order_id, error)
+            report(order_id, "failed", str(error)[:500])
+            return
+        store.record_delivery(order_id)
+        store.release_delivery(order_id)
+        report(order_id, "sent")

@@ -1,0 +1,77 @@
+"""Console script `order-service`: serves the API with gunicorn (`order-service healthcheck` probes it)."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from common_tasks.config import load_settings
+
+from order_service.settings import OrderServiceSettings
+
+USAGE = "usage: order-service [healthcheck]"
+
+
+class OrderServiceServer(BaseApplication):
+    """gunicorn configured from OrderServiceSettings, loading the Flask app factory in each worker."""
+
+    def __init__(self, settings: OrderServiceSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self.settings
+        options: dict[str, Any] = {
+            "bind": [f"{settings.HOST}:{settings.PORT}"],
+            "workers": settings.WEB_CONCURRENCY,
+            "threads": settings.WEB_THREADS,
+            "worker_class": "gthread",
+            "timeout": settings.WEB_TIMEOUT,
+            "graceful_timeout": settings.WEB_GRACEFUL_TIMEOUT,
+            "loglevel": settings.LOG_LEVEL.lower(),
+            "errorlog": "-",
+            "proc_name": "order-service",
+            # Never trust forwarded headers unless a proxy is configured in front.
+            "forwarded_allow_ips": "127.0.0.1",
+        }
+        # gunicorn >= 24 opens a control socket under $HOME; the images have no writable home.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from order_service.app import create_app
+
+        return create_app(self.settings)
+
+
+def healthcheck(settings: OrderServiceSettings) -> int:
+    url = f"http://127.0.0.1:{settings.PORT}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            healthy = response.status == 200
+    except (urllib.error.URLError, OSError) as error:
+        print(f"unhealthy: {url}: {error}")
+        return 1
+    print(f"{'healthy' if healthy else 'unhealthy'}: {url}")
+    return 0 if healthy else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(OrderServiceSettings)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments == ["healthcheck"]:
+        sys.exit(healthcheck(settings))
+    if arguments:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    OrderServiceServer(settings).run()
+
+
+if __name__ == "__main__":
+    main()

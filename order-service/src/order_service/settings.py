@@ -1,0 +1,17 @@
+"""The order service's settings: every environment variable it reads, validated in one place."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from common_tasks.config import CommonSettings
+
+
+class OrderServiceSettings(CommonSettings):
+    HOST: str = "0.0.0.0"
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    # gunicorn worker processes, each with WEB_THREADS threads (gthread worker class).
+    WEB_CONCURRENCY: int = Field(default=2, ge=1, le=64)
+    WEB_THREADS: int = Field(default=4, ge=1, le=64)
+    WEB_TIMEOUT: int = Field(default=30, ge=1)
+    WEB_GRACEFUL_TIMEOUT: int = Field(default=20, ge=1)

@@ -1,0 +1,1 @@
+"""The order worker: a Celery worker on the `orders` queue."""
