@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Queue
 
 from common_tasks.config import CommonSettings
-from common_tasks.tasks import QUEUES, ORDERS_QUEUE, task_routes
+from common_tasks.tasks import ORDERS_QUEUE, QUEUES, task_routes
 
 # Publishing gives up after ~0.6 s so the HTTP API can answer 503 quickly when Redis is down.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3}

@@ -11,7 +11,6 @@ from common_tasks.config import load_settings
 from common_tasks.runner import run_worker_service
 from common_tasks.store import OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE
-
 from notification_service.channels import load_channel
 from notification_service.settings import NotificationSettings
 from notification_service.tasks import register_notification_tasks
@@ -23,7 +22,10 @@ def create_notification_app(settings: NotificationSettings) -> Celery:
     try:
         channel = load_channel(settings.NOTIFICATION_CHANNEL)
     except (ImportError, AttributeError, TypeError) as error:
-        print(f"configuration error: NOTIFICATION_CHANNEL: cannot load {settings.NOTIFICATION_CHANNEL!r}: {error}", file=sys.stderr)
+        print(
+            f"configuration error: NOTIFICATION_CHANNEL: cannot load {settings.NOTIFICATION_CHANNEL!r}: {error}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     register_notification_tasks(app, settings, store, channel)
     return app

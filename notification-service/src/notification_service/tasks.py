@@ -13,7 +13,6 @@ from kombu.exceptions import OperationalError
 from common_tasks.schemas import RecordNotification
 from common_tasks.store import OrderStore
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, ContractViolation, send_record_notification
-
 from notification_service.channels import NotificationChannel, TransientChannelError
 from notification_service.settings import NotificationSettings
 

@@ -23,7 +23,6 @@ from common_tasks.config import load_settings
 from common_tasks.schemas import OrderRequest, ProcessOrder
 from common_tasks.store import OrderStore
 from common_tasks.tasks import send_process_order
-
 from order_service.settings import OrderServiceSettings
 
 MAX_BODY_BYTES = 64 * 1024

@@ -10,7 +10,6 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from common_tasks.config import load_settings
-
 from order_service.settings import OrderServiceSettings
 
 USAGE = "usage: order-service [healthcheck]"

@@ -11,7 +11,6 @@ from common_tasks.config import load_settings
 from common_tasks.runner import run_worker_service
 from common_tasks.store import OrderStore
 from common_tasks.tasks import ORDERS_QUEUE
-
 from worker.reconciler import install_reconciler
 from worker.settings import OrderWorkerSettings
 from worker.tasks import register_order_tasks

@@ -13,7 +13,6 @@ from kombu.exceptions import OperationalError
 from common_tasks.schemas import SendOrderConfirmation, order_total
 from common_tasks.store import OrderStore
 from common_tasks.tasks import PROCESS_ORDER, RECORD_NOTIFICATION, ContractViolation, send_order_confirmation
-
 from worker.settings import OrderWorkerSettings
 
 logger = get_task_logger("worker.tasks")

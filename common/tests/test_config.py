@@ -1,0 +1,37 @@
+import pytest
+
+from common_tasks.config import CommonSettings, ConfigError, WorkerSettings, load_settings
+
+
+def test_defaults_point_at_local_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORDER_STORE_URL", "CELERY_VISIBILITY_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(CommonSettings)
+    assert settings.CELERY_BROKER_URL == "redis://localhost:6379/0"
+    assert settings.CELERY_RESULT_BACKEND == "redis://localhost:6379/1"
+    assert settings.CELERY_VISIBILITY_TIMEOUT == 3600
+    assert settings.order_store_url == settings.CELERY_BROKER_URL
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CELERY_VISIBILITY_TIMEOUT", "soon"),
+        ("CELERY_VISIBILITY_TIMEOUT", "0"),
+        ("CELERY_BROKER_URL", "amqp://guest@localhost//"),
+        ("CELERY_RESULT_BACKEND", "localhost:6379"),
+        ("LOG_LEVEL", "LOUD"),
+        ("WORKER_CONCURRENCY", "-1"),
+    ],
+)
+def test_bad_value_exits_with_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as exit_info:
+        load_settings(WorkerSettings)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("configuration error: ")
+    assert name in err

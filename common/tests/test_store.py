@@ -1,0 +1,55 @@
+import redis
+
+from common_tasks.schemas import OrderRequest
+from common_tasks.store import OPEN_ORDERS_KEY, OrderStore
+
+ORDER_ID = "cd" * 16
+REQUEST = OrderRequest.model_validate(
+    {"customer_email": "a@example.com", "items": [{"sku": "A", "quantity": 2, "unit_price": "1.25"}]}
+)
+
+
+def test_transitions_are_idempotent(redis_client: redis.Redis) -> None:
+    store = OrderStore(redis_client)
+    store.create(ORDER_ID, REQUEST)
+    assert redis_client.zscore(OPEN_ORDERS_KEY, ORDER_ID) is not None
+
+    assert store.start_processing(ORDER_ID, "w1") == "accepted"
+    assert store.start_processing(ORDER_ID, "w2") == "processing"
+    assert store.complete(ORDER_ID, "2.50", "w1") is True
+    assert store.complete(ORDER_ID, "9.99", "w2") is False
+    assert store.start_processing(ORDER_ID, "w3") == "completed"
+
+    assert store.record_notification(ORDER_ID, "sent") is True
+    assert store.record_notification(ORDER_ID, "failed") is False
+    record = store.get(ORDER_ID)
+    assert record is not None
+    assert (record.status, record.total, record.worker, record.notification) == ("completed", "2.50", "w1", "sent")
+    assert redis_client.zscore(OPEN_ORDERS_KEY, ORDER_ID) is None
+
+
+def test_unknown_orders_are_not_created_by_transitions(redis_client: redis.Redis) -> None:
+    store = OrderStore(redis_client)
+    assert store.start_processing(ORDER_ID, "w") is None
+    assert store.complete(ORDER_ID, "1.00", "w") is False
+    assert store.record_delivery(ORDER_ID) == -1
+    assert store.get(ORDER_ID) is None
+    assert redis_client.dbsize() == 0
+
+
+def test_deliveries_are_counted_not_deduplicated(redis_client: redis.Redis) -> None:
+    store = OrderStore(redis_client)
+    store.create(ORDER_ID, REQUEST)
+    assert store.record_delivery(ORDER_ID) == 1
+    assert store.record_delivery(ORDER_ID) == 2
+    record = store.get(ORDER_ID)
+    assert record is not None and record.notifications_sent == 2
+
+
+def test_stale_open_orders(redis_client: redis.Redis) -> None:
+    store = OrderStore(redis_client)
+    store.create(ORDER_ID, REQUEST)
+    assert store.stale_open_orders(older_than=0) == []
+    assert store.stale_open_orders(older_than=4_000_000_000) == [ORDER_ID]
+    store.fail(ORDER_ID, "test")
+    assert store.stale_open_orders(older_than=4_000_000_000) == []

@@ -1,0 +1,134 @@
+"""The `order-service` console script (gunicorn) over real HTTP, with a real Redis and no worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common_tasks.tasks import PROCESS_ORDER
+from common_tasks.testing import RedisServer, ServiceLauncher, http_request, sample_order
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    launcher = ServiceLauncher(redis_server, tmp_path_factory.mktemp("order-service"))
+    _, base_url = launcher.start_order_service()
+    yield base_url
+    launcher.stop_all()
+
+
+@pytest.fixture
+def api(api_server: str, redis_client: redis.Redis) -> str:
+    """The module's order-service, with Redis emptied before each test."""
+    return api_server
+
+
+def assert_json_error(response, status: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    assert response.status == status, response.body
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["error"], str) and isinstance(body["message"], str)
+    assert b"Traceback" not in response.body
+    return body
+
+
+def test_accepted_order_is_queued_and_readable(api: str, redis_client: redis.Redis) -> None:
+    response = http_request("POST", f"{api}/orders", sample_order(quantity=3, unit_price="1.50"))
+    assert response.status == 202
+    body = response.json()
+    assert body["status"] == "accepted"
+    assert response.headers["Location"] == f"/orders/{body['order_id']}"
+
+    [raw] = redis_client.lrange("orders", 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == PROCESS_ORDER.name
+    _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert kwargs["payload"]["order_id"] == body["order_id"]
+
+    view = http_request("GET", f"{api}{response.headers['Location']}").json()
+    assert view["status"] == "accepted" and view["notification"] == "pending" and view["total"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b'{"customer_email": ', JSON, 400),
+        (b"\xff\xfe\x00garbage", JSON, 400),
+        (b'{"customer_email": NaN}', JSON, 400),
+        (b"[" * 5000 + b"]" * 5000, JSON, 400),
+        (json.dumps(sample_order()).encode(), {"Content-Type": "text/plain"}, 415),
+        (json.dumps(sample_order()).encode(), {}, 415),
+        (json.dumps({**sample_order(), "extra": 1}).encode(), JSON, 422),
+        (json.dumps(sample_order(quantity=0)).encode(), JSON, 422),
+        (json.dumps(sample_order(unit_price="-1")).encode(), JSON, 422),
+        (b"[]", JSON, 422),
+        (b'"text"', JSON, 422),
+        (b"x" * (64 * 1024 + 1), JSON, 413),
+    ],
+)
+def test_bad_requests_get_json_errors(api: str, body: bytes, headers: dict[str, str], status: int) -> None:
+    assert_json_error(http_request("POST", f"{api}/orders", body, headers=headers), status)
+
+
+def test_validation_errors_list_what_is_wrong(api: str) -> None:
+    response = http_request("POST", f"{api}/orders", sample_order(quantity=-5))
+    body = assert_json_error(response, 422)
+    [detail] = body["details"]  # type: ignore[misc]
+    assert detail["loc"] == ["items", 0, "quantity"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/orders/" + "f" * 32, 404),
+        ("GET", "/orders/not-an-id", 404),
+        ("GET", "/nowhere", 404),
+        ("DELETE", "/orders", 405),
+    ],
+)
+def test_unknown_resources(api: str, method: str, path: str, status: int) -> None:
+    assert_json_error(http_request(method, f"{api}{path}"), status)
+
+
+def test_health_and_readiness(api: str) -> None:
+    assert http_request("GET", f"{api}/healthz").json() == {"status": "ok"}
+    assert http_request("GET", f"{api}/readyz").json() == {"status": "ready"}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start(appendonly=True)
+    yield server
+    server.stop()
+
+
+def test_broker_down_answers_503_fast_and_recovers(services: ServiceLauncher, own_redis: RedisServer) -> None:
+    _, api = services.start_order_service(CELERY_BROKER_URL=own_redis.url(0), CELERY_RESULT_BACKEND=own_redis.url(1))
+    assert http_request("POST", f"{api}/orders", sample_order()).status == 202
+    own_redis.stop()
+
+    latencies = []
+    for _ in range(5):
+        started = time.monotonic()
+        response = http_request("POST", f"{api}/orders", sample_order())
+        latencies.append(time.monotonic() - started)
+        assert_json_error(response, 503)
+    print(f"503 latency with Redis down: max {max(latencies) * 1000:.0f} ms over {len(latencies)} posts")
+    assert max(latencies) < 2.0
+    assert_json_error(http_request("GET", f"{api}/readyz"), 503)
+    assert http_request("GET", f"{api}/healthz").status == 200
+
+    own_redis.start()
+    response = http_request("POST", f"{api}/orders", sample_order())
+    assert response.status == 202
+    # Only the two orders answered 202 exist (AOF kept the first): the 503s left nothing behind.
+    assert own_redis.client().llen("orders") == 2
+    assert len(own_redis.client().keys("order:*")) == 2

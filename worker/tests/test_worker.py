@@ -1,0 +1,129 @@
+"""The `worker` console script against a real Redis: processing, idempotency, shutdown, reconciler."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import redis
+from celery import Celery
+
+from common_tasks.celery_app import create_celery_app
+from common_tasks.config import CommonSettings
+from common_tasks.schemas import OrderRequest, ProcessOrder
+from common_tasks.store import OrderRecord, OrderStore
+from common_tasks.tasks import NOTIFICATIONS_QUEUE, SEND_ORDER_CONFIRMATION, send_process_order
+from common_tasks.testing import RedisServer, ServiceLauncher, console_script, wait_until
+
+REQUEST = OrderRequest.model_validate(
+    {"customer_email": "a@example.com", "items": [{"sku": "A", "quantity": 3, "unit_price": "0.10"}]}
+)
+
+
+def producer(redis_server: RedisServer) -> Celery:
+    return create_celery_app(
+        CommonSettings(CELERY_BROKER_URL=redis_server.url(0), CELERY_RESULT_BACKEND=redis_server.url(1)), "test"
+    )
+
+
+def place(store: OrderStore, order_id: str) -> ProcessOrder:
+    store.create(order_id, REQUEST)
+    return ProcessOrder(order_id=order_id, customer_email=REQUEST.customer_email, items=REQUEST.items)
+
+
+def completed(store: OrderStore, order_id: str) -> OrderRecord | None:
+    record = store.get(order_id)
+    return record if record is not None and record.status == "completed" else None
+
+
+def confirmations_queued(client: redis.Redis) -> list[dict[str, object]]:
+    messages = [json.loads(raw) for raw in client.lrange(NOTIFICATIONS_QUEUE, 0, -1)]
+    assert all(message["headers"]["task"] == SEND_ORDER_CONFIRMATION.name for message in messages)
+    return messages
+
+
+def test_order_is_processed_and_confirmation_dispatched(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    store = OrderStore(redis_server.client())
+    worker = services.start("worker")
+    send_process_order(producer(redis_server), place(store, "a" * 32))
+
+    record = wait_until(lambda: completed(store, "a" * 32), 15, "order never completed")
+    assert record.total == "0.30"
+    assert record.worker is not None and record.worker.startswith("worker.")
+    wait_until(lambda: len(confirmations_queued(redis_client)) == 1, 10, "no confirmation dispatched")
+    assert f"order {'a' * 32} completed: total 0.30" in worker.log()
+
+
+def test_redelivered_order_is_counted_once(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    store = OrderStore(redis_server.client())
+    app = producer(redis_server)
+    message = place(store, "b" * 32)
+    send_process_order(app, message)
+    send_process_order(app, message)  # the same order delivered twice
+    worker = services.start("worker")
+
+    wait_until(lambda: worker.log().count("Task orders.process") >= 4, 15, "both deliveries not handled")
+    record = completed(store, "b" * 32)
+    assert record is not None and record.total == "0.30"
+    assert worker.log().count(f"order {'b' * 32} completed") == 1
+
+
+def test_unknown_order_is_dropped_without_side_effects(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    worker = services.start("worker")
+    message = ProcessOrder(order_id="c" * 32, customer_email="a@example.com", items=REQUEST.items)
+    send_process_order(producer(redis_server), message)
+    worker.wait_for_log("no such order in the store, message dropped")
+    assert redis_client.exists(f"order:{'c' * 32}") == 0
+    assert confirmations_queued(redis_client) == []
+
+
+def test_warm_shutdown_finishes_the_running_task(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    store = OrderStore(redis_server.client())
+    worker = services.start("worker", WORKER_SIMULATED_WORK_SECONDS="2")
+    send_process_order(producer(redis_server), place(store, "d" * 32))
+    worker.wait_for_log("Task orders.process")
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert worker.terminate(timeout=30) == 0
+    print(f"warm shutdown took {time.monotonic() - started:.2f}s with a 2 s task running")
+    assert completed(store, "d" * 32) is not None
+    assert redis_client.llen("orders") == 0  # acknowledged, not requeued
+
+
+def test_reconciler_finishes_an_order_whose_message_was_lost(
+    services: ServiceLauncher, redis_server: RedisServer
+) -> None:
+    store = OrderStore(redis_server.client())
+    place(store, "e" * 32)  # recorded as accepted, but its message never reached the queue
+    worker = services.start("worker", RECONCILE_AFTER_SECONDS="1", RECONCILE_INTERVAL_SECONDS="0.5")
+    wait_until(lambda: completed(store, "e" * 32), 20, "reconciler never finished the order")
+    assert f"reconciler: re-dispatched order {'e' * 32} (status accepted" in worker.log()
+
+
+def test_healthcheck_follows_the_heartbeat(services: ServiceLauncher, tmp_path) -> None:
+    heartbeat = str(tmp_path / "hb")
+    worker = services.start("worker", WORKER_HEARTBEAT_FILE=heartbeat)
+    env = services.environment(WORKER_HEARTBEAT_FILE=heartbeat)
+    probe = subprocess.run([console_script("worker"), "healthcheck"], env=env, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stdout
+    worker.terminate()
+    probe = subprocess.run([console_script("worker"), "healthcheck"], env=env, capture_output=True, text=True)
+    assert probe.returncode == 1
+    assert probe.stdout.startswith("unhealthy")
+
+
+def test_bad_configuration_fails_fast_with_one_line(services: ServiceLauncher) -> None:
+    env = services.environment(CELERY_VISIBILITY_TIMEOUT="forever")
+    result = subprocess.run([console_script("worker")], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "CELERY_VISIBILITY_TIMEOUT" in result.stderr
