@@ -63,7 +63,6 @@ def test_accepted_order_is_queued_and_readable(api: str, redis_client: redis.Red
         (b'{"customer_email": ', JSON, 400),
         (b"\xff\xfe\x00garbage", JSON, 400),
         (b'{"customer_email": NaN}', JSON, 400),
-        (b"[" * 5000 + b"]" * 5000, JSON, 400),
         (json.dumps(sample_order()).encode(), {"Content-Type": "text/plain"}, 415),
         (json.dumps(sample_order()).encode(), {}, 415),
         (json.dumps({**sample_order(), "extra": 1}).encode(), JSON, 422),
@@ -76,6 +75,16 @@ def test_accepted_order_is_queued_and_readable(api: str, redis_client: redis.Red
 )
 def test_bad_requests_get_json_errors(api: str, body: bytes, headers: dict[str, str], status: int) -> None:
     assert_json_error(http_request("POST", f"{api}/orders", body, headers=headers), status)
+
+
+@pytest.mark.parametrize("depth", [100, 5_000, 30_000])
+def test_deep_nesting_is_a_client_error(api: str, depth: int) -> None:
+    # Python's JSON parser gives up at a depth that differs between versions (400); a parsed but
+    # nested body is not an order (422). Either way it is a JSON 4xx and the service stays up.
+    response = http_request("POST", f"{api}/orders", b"[" * depth + b"]" * depth, headers=JSON)
+    assert response.status in (400, 422)
+    assert_json_error(response, response.status)
+    assert http_request("GET", f"{api}/healthz").status == 200
 
 
 def test_validation_errors_list_what_is_wrong(api: str) -> None:

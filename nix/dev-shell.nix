@@ -1,0 +1,56 @@
+# devShells.default: Python 3.13 with every dependency and the four packages installed in
+# editable mode from the working tree (edits apply without a rebuild; console scripts and the
+# pytest plugin included), plus redis, ruff, nixfmt and docker-compose.
+{ pkgs, pythonPackages }:
+let
+  inherit (pkgs) lib;
+  inherit (pythonPackages) python commonDependencies serviceDependencies;
+  ps = python.pkgs;
+
+  # A PEP 660 editable install of <repo>/<dir>/src. $CELERY_STACK_ROOT is expanded when Python
+  # starts (the shellHook sets it). Scripts and entry points come from the folder's pyproject.
+  editable =
+    dir: dependencies:
+    let
+      project = (lib.importTOML (../. + "/${dir}/pyproject.toml")).project;
+    in
+    ps.mkPythonEditablePackage {
+      pname = project.name;
+      inherit (project) version;
+      inherit dependencies;
+      root = "$CELERY_STACK_ROOT/${dir}/src";
+      scripts = project.scripts or { };
+      entry-points = project.entry-points or { };
+    };
+
+  common = editable "common" commonDependencies;
+  editableService = dir: deps: editable dir ([ common ] ++ deps);
+  services = lib.mapAttrs editableService serviceDependencies;
+
+  devModules = [
+    common
+    ps.pytest
+    ps.hypothesis
+    ps.pyyaml
+  ]
+  ++ lib.attrValues services;
+in
+pkgs.mkShell {
+  packages = [
+    (python.withPackages (_: devModules))
+    pkgs.redis
+    pkgs.ruff
+    pkgs.nixfmt
+    pkgs.docker-compose
+  ];
+
+  shellHook = ''
+    export CELERY_STACK_ROOT="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
+    echo "celery-stack (Python ${python.version}; packages editable from $CELERY_STACK_ROOT)"
+    echo "  ./dev up                   run the stack"
+    echo "  ./dev test                 run the tests"
+    echo "  nix build .#worker-image   build an image (likewise the other *-image packages)"
+    echo "  nix run .#load-images      load all images into Docker"
+    echo "  docker compose up          run the stack from the loaded images"
+  '';
+}

@@ -1,0 +1,126 @@
+"""Facts that Nix, compose and Python must agree on, each defined once and cross-checked here.
+
+nix/images.toml is the source of truth for images; the packages' pyproject.toml files for versions,
+dependencies and console scripts; the settings classes for environment variable names.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from notification_service.settings import NotificationSettings
+from order_service.settings import OrderServiceSettings
+from pydantic_settings import BaseSettings
+from worker.settings import OrderWorkerSettings
+
+import common_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = tomllib.loads((ROOT / "nix" / "images.toml").read_text())
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+PYTHON_SERVICES = {
+    "worker": OrderWorkerSettings,
+    "order-service": OrderServiceSettings,
+    "notification-service": NotificationSettings,
+}
+# Variables read by the runtime rather than our settings classes.
+RUNTIME_VARIABLES = {"PYTHONUNBUFFERED", "PATH"}
+
+
+def pyproject(folder: str) -> dict[str, Any]:
+    return tomllib.loads((ROOT / folder / "pyproject.toml").read_text())
+
+
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def nix_list(source: str, binding: str) -> set[str]:
+    """The `ps.<name>` entries of `binding = [ ... ]` in a Nix file."""
+    match = re.search(rf"{re.escape(binding)}\s*=\s*\[(.*?)\]", source, re.DOTALL)
+    assert match, f"{binding} not found"
+    return set(re.findall(r"ps\.([\w-]+)", match.group(1)))
+
+
+def test_every_service_pins_the_common_version() -> None:
+    version = pyproject("common")["project"]["version"]
+    assert common_tasks.__version__ == version
+    for folder in PYTHON_SERVICES:
+        assert f"common-tasks=={version}" in pyproject(folder)["project"]["dependencies"], folder
+
+
+@pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))
+def test_image_entrypoint_is_the_packages_console_script(key: str) -> None:
+    image = IMAGES["images"][key]
+    project = pyproject(image["package"])["project"]
+    assert image["entrypoint"] in project["scripts"]
+    assert IMAGES["tag"] == project["version"], "the image tag follows the package version"
+
+
+@pytest.mark.parametrize("key", sorted(IMAGES["images"]))
+def test_compose_runs_the_image_that_nix_builds(key: str) -> None:
+    image = IMAGES["images"][key]
+    service = COMPOSE["services"][key]
+    assert service["image"] == f"{image['name']}:{IMAGES['tag']}"
+    assert "build" not in service and service["pull_policy"] == "never"
+    assert "container_name" not in service
+    health = service["healthcheck"]["test"]
+    assert health[0] == "CMD", "exec form: the images have no shell"
+    if key in PYTHON_SERVICES:
+        assert health[1:] == [image["entrypoint"], "healthcheck"]
+        assert service.get("stop_grace_period"), "compose's 10 s default cuts warm shutdown short"
+
+
+def test_compose_has_exactly_the_images_services() -> None:
+    assert set(COMPOSE["services"]) == set(IMAGES["images"])
+
+
+def test_only_order_service_publishes_its_port_on_loopback() -> None:
+    for key, service in COMPOSE["services"].items():
+        if key != "order-service":
+            assert "ports" not in service, key
+    [mapping] = COMPOSE["services"]["order-service"]["ports"]
+    host, container = mapping.rsplit(":", 1)
+    assert host.startswith("127.0.0.1:")
+    assert [int(container)] == IMAGES["images"]["order-service"]["ports"]
+    assert int(IMAGES["images"]["order-service"]["env"]["PORT"]) == int(container)
+
+
+@pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))
+def test_every_variable_set_for_a_service_is_one_it_reads(key: str) -> None:
+    settings: type[BaseSettings] = PYTHON_SERVICES[key]
+    known = set(settings.model_fields) | RUNTIME_VARIABLES
+    assert set(IMAGES["images"][key]["env"]) <= known
+    assert set(COMPOSE["services"][key]["environment"]) <= known
+
+
+def test_redis_persists_with_aof_on_a_named_volume() -> None:
+    redis = COMPOSE["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] in ("everysec", "always")
+    volume, target = redis["volumes"][0].split(":")[:2]
+    assert volume in COMPOSE["volumes"] and target == IMAGES["images"]["redis"]["workdir"]
+
+
+def test_nix_builds_every_package_with_its_pyproject_dependencies() -> None:
+    source = (ROOT / "nix" / "python-packages.nix").read_text()
+    nix_names = {"common": nix_list(source, "commonDependencies")}
+    for folder in PYTHON_SERVICES:
+        nix_names[folder] = nix_list(source, folder)
+    for folder, names in nix_names.items():
+        wanted = {requirement_name(r) for r in pyproject(folder)["project"]["dependencies"]} - {"common-tasks"}
+        assert wanted == names, f"{folder}: pyproject wants {sorted(wanted)}, nix gives {sorted(names)}"
+
+
+def test_nix_reads_the_image_facts_from_images_toml() -> None:
+    images_nix = (ROOT / "nix" / "images.nix").read_text()
+    assert "builtins.fromTOML (builtins.readFile ./images.toml)" in images_nix
+    flake = (ROOT / "flake.nix").read_text()
+    assert "python313" in (ROOT / "nix" / "python-packages.nix").read_text()
+    assert "python3." not in flake and "python3 " not in flake
