@@ -24,7 +24,8 @@
           apps = images.apps;
           checks = import ./nix/checks.nix { inherit pkgs pythonPackages; };
           devShells.default = import ./nix/dev-shell.nix { inherit pkgs pythonPackages; };
-          formatter = pkgs.nixfmt;
+          # `nix fmt` formats every .nix file of the tree (nixfmt through treefmt).
+          formatter = pkgs.nixfmt-tree;
         };
 
       outputsBySystem = forAllSystems perSystem;

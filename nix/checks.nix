@@ -22,6 +22,12 @@ let
     fileset = lib.fileset.unions [
       ../tests
       ./.
+      # tests/test_consistency.py compares these with nix/, images.toml and docker-compose.yml.
+      ../flake.nix
+      ../common/pyproject.toml
+      ../worker/pyproject.toml
+      ../order-service/pyproject.toml
+      ../notification-service/pyproject.toml
       # The scripted notification channels that the fault tests plug in.
       ../notification-service/tests/scripted_channels.py
       (lib.fileset.maybeMissing ../docker-compose.yml)

@@ -29,36 +29,41 @@ let
   # One distribution: its folder alone is the source (pyproject.toml, src/, tests/), hatchling
   # builds it, and its tests run in the check phase.
   build =
-    builder: dir: pname: dependencies:
+    builder: dir: pname: dependencies: extraAttrs:
     let
       src = ../. + "/${dir}";
     in
-    builder {
-      inherit pname src dependencies;
-      version = (lib.importTOML (src + "/pyproject.toml")).project.version;
-      pyproject = true;
-      build-system = [ ps.hatchling ];
+    builder (
+      {
+        inherit pname src dependencies;
+        version = (lib.importTOML (src + "/pyproject.toml")).project.version;
+        pyproject = true;
+        build-system = [ ps.hatchling ];
 
-      # The tests start their own redis-server on a free loopback port, so redis only has to be
-      # on PATH (redisTestHook would start a second server on port 6379 that nobody uses).
-      doCheck = true;
-      nativeCheckInputs = [
-        ps.pytestCheckHook
-        ps.hypothesis
-        pkgs.redis
-      ];
-      # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by itself,
-      # and the tests spawn the console scripts by name.
-      preCheck = ''
-        export HOME="$(mktemp -d)"
-        export PATH="$out/bin:$PATH"
-      '';
-      pythonImportsCheck = [ (lib.replaceStrings [ "-" ] [ "_" ] pname) ];
-      meta.mainProgram = pname;
-    };
+        # The tests start their own redis-server on a free loopback port, so redis only has to be
+        # on PATH (redisTestHook would start a second server on port 6379 that nobody uses).
+        doCheck = true;
+        nativeCheckInputs = [
+          ps.pytestCheckHook
+          ps.hypothesis
+          pkgs.redis
+        ];
+        # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by itself,
+        # and the tests spawn the console scripts by name.
+        preCheck = ''
+          export HOME="$(mktemp -d)"
+          export PATH="$out/bin:$PATH"
+        '';
+        pythonImportsCheck = [ (lib.replaceStrings [ "-" ] [ "_" ] pname) ];
+      }
+      // extraAttrs
+    );
 
-  common = build ps.buildPythonPackage "common" "common-tasks" commonDependencies;
-  mkService = name: deps: build ps.buildPythonApplication name name ([ common ] ++ deps);
+  common = build ps.buildPythonPackage "common" "common-tasks" commonDependencies { };
+  # Each service's console script has the service's name (`nix run .#worker`).
+  mkService =
+    name: deps:
+    build ps.buildPythonApplication name name ([ common ] ++ deps) { meta.mainProgram = name; };
   services = lib.mapAttrs mkService serviceDependencies;
 in
 {

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from notification_service.settings import NotificationSettings
-from order_service.settings import OrderServiceSettings
 from pydantic_settings import BaseSettings
-from worker.settings import OrderWorkerSettings
 
 import common_tasks
+from notification_service.settings import NotificationSettings
+from order_service.settings import OrderServiceSettings
+from worker.settings import OrderWorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = tomllib.loads((ROOT / "nix" / "images.toml").read_text())

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import Stack
 
-from common_tasks.testing import sample_order
+from common_tasks.testing import report_figure, sample_order
 
 ORDERS = 100
 
@@ -26,4 +26,6 @@ def test_hundred_orders_complete_and_are_notified_exactly_once(stack: Stack) -> 
     for order_id in order_ids:
         assert worker_log.count(f"order {order_id} completed") == 1
         assert notification_log.count(f"confirmation for order {order_id} delivered") == 1
-    print(f"{ORDERS} orders posted -> {ORDERS} completed -> {ORDERS} notified once each in {elapsed:.1f}s")
+    report_figure(
+        f"end to end: {ORDERS} orders posted -> {ORDERS} completed -> {ORDERS} notified once each in {elapsed:.1f}s"
+    )

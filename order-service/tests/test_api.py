@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from common_tasks.tasks import PROCESS_ORDER
-from common_tasks.testing import RedisServer, ServiceLauncher, http_request, sample_order
+from common_tasks.testing import RedisServer, ServiceLauncher, http_request, report_figure, sample_order
 
 JSON = {"Content-Type": "application/json"}
 
@@ -130,7 +130,9 @@ def test_broker_down_answers_503_fast_and_recovers(services: ServiceLauncher, ow
         response = http_request("POST", f"{api}/orders", sample_order())
         latencies.append(time.monotonic() - started)
         assert_json_error(response, 503)
-    print(f"503 latency with Redis down: max {max(latencies) * 1000:.0f} ms over {len(latencies)} posts")
+    report_figure(
+        f"POST /orders with Redis down: 503 in at most {max(latencies) * 1000:.0f} ms ({len(latencies)} posts)"
+    )
     assert max(latencies) < 2.0
     assert_json_error(http_request("GET", f"{api}/readyz"), 503)
     assert http_request("GET", f"{api}/healthz").status == 200

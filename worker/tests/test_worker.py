@@ -14,7 +14,7 @@ from common_tasks.config import CommonSettings
 from common_tasks.schemas import OrderRequest, ProcessOrder
 from common_tasks.store import OrderRecord, OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, SEND_ORDER_CONFIRMATION, send_process_order
-from common_tasks.testing import RedisServer, ServiceLauncher, console_script, wait_until
+from common_tasks.testing import RedisServer, ServiceLauncher, console_script, report_figure, wait_until
 
 REQUEST = OrderRequest.model_validate(
     {"customer_email": "a@example.com", "items": [{"sku": "A", "quantity": 3, "unit_price": "0.10"}]}
@@ -94,7 +94,7 @@ def test_warm_shutdown_finishes_the_running_task(
     time.sleep(0.3)
     started = time.monotonic()
     assert worker.terminate(timeout=30) == 0
-    print(f"warm shutdown took {time.monotonic() - started:.2f}s with a 2 s task running")
+    report_figure(f"worker warm shutdown took {time.monotonic() - started:.2f}s with a 2 s task running")
     assert completed(store, "d" * 32) is not None
     assert redis_client.llen("orders") == 0  # acknowledged, not requeued
 

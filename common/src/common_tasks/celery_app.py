@@ -66,6 +66,8 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "task_ignore_result": True,
         "result_expires": RESULT_EXPIRES,
+        # Bad messages are rejected with one log line each (instead of a report with a traceback).
+        "worker_consumer": "common_tasks.consumer:OneLineRejectionsConsumer",
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,

@@ -275,3 +275,18 @@ def services(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Pat
     launcher = ServiceLauncher(redis_server, tmp_path)
     yield launcher
     launcher.stop_all()
+
+
+_FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    """A measured figure (latency, counts) shown in the summary at the end of the pytest run."""
+    _FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
