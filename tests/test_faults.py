@@ -41,15 +41,16 @@ SCRIPTED_CHANNELS = str(ROOT / "notification-service" / "tests")
 
 
 @pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def aof_redis(services: ServiceLauncher, tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of the test's own, persisted like the compose file's (appendonly, everysec)."""
     server = RedisServer(tmp_path / "redis-aof").start(appendonly=True)
     yield server
+    services.stop_all()  # before the Redis they talk to goes away
     server.stop()
 
 
 def stack_on(launcher: ServiceLauncher, server: RedisServer) -> Stack:
-    return Stack(ServiceLauncher(server, launcher.directory), server)
+    return Stack(launcher.on(server), server)
 
 
 def worker_logs(stack: Stack) -> str:

@@ -148,10 +148,14 @@ class ServiceProcess:
 class ServiceLauncher:
     """Starts console scripts against one Redis and stops whatever is left at teardown."""
 
-    def __init__(self, redis_server: RedisServer, directory: Path) -> None:
+    def __init__(self, redis_server: RedisServer, directory: Path, started: list[ServiceProcess] | None = None) -> None:
         self.redis_server = redis_server
         self.directory = directory
-        self.started: list[ServiceProcess] = []
+        self.started: list[ServiceProcess] = [] if started is None else started
+
+    def on(self, redis_server: RedisServer) -> ServiceLauncher:
+        """A launcher for another Redis whose services this one still stops at teardown."""
+        return ServiceLauncher(redis_server, self.directory, self.started)
 
     def environment(self, **overrides: str) -> dict[str, str]:
         env = dict(os.environ)
