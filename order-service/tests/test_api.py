@@ -143,3 +143,12 @@ def test_broker_down_answers_503_fast_and_recovers(services: ServiceLauncher, ow
     # Only the two orders answered 202 exist (AOF kept the first): the 503s left nothing behind.
     assert own_redis.client().llen("orders") == 2
     assert len(own_redis.client().keys("order:*")) == 2
+
+
+def test_debug_is_off_whatever_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from order_service.app import create_app
+    from order_service.settings import OrderServiceSettings
+
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app(OrderServiceSettings())
+    assert app.debug is False and app.config["DEBUG"] is False
