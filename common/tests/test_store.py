@@ -1,7 +1,7 @@
 import redis
 
 from common_tasks.schemas import OrderRequest
-from common_tasks.store import OPEN_ORDERS_KEY, OrderStore
+from common_tasks.store import OPEN_ORDERS_KEY, Completion, OrderStore
 
 ORDER_ID = "cd" * 16
 REQUEST = OrderRequest.model_validate(
@@ -16,12 +16,14 @@ def test_transitions_are_idempotent(redis_client: redis.Redis) -> None:
 
     assert store.start_processing(ORDER_ID, "w1") == "accepted"
     assert store.start_processing(ORDER_ID, "w2") == "processing"
-    assert store.complete(ORDER_ID, "2.50", "w1") is True
-    assert store.complete(ORDER_ID, "9.99", "w2") is False
+    assert store.complete(ORDER_ID, "2.50", "w1") == Completion(True, "completed", "pending", "2.50", "a@example.com")
+    assert store.complete(ORDER_ID, "9.99", "w2") == Completion(False, "completed", "pending", "2.50", "a@example.com")
+    assert store.completion(ORDER_ID).awaits_notification
     assert store.start_processing(ORDER_ID, "w3") == "completed"
 
     assert store.record_notification(ORDER_ID, "sent") is True
     assert store.record_notification(ORDER_ID, "failed") is False
+    assert not store.completion(ORDER_ID).awaits_notification
     record = store.get(ORDER_ID)
     assert record is not None
     assert (record.status, record.total, record.worker, record.notification) == ("completed", "2.50", "w1", "sent")
@@ -31,7 +33,7 @@ def test_transitions_are_idempotent(redis_client: redis.Redis) -> None:
 def test_unknown_orders_are_not_created_by_transitions(redis_client: redis.Redis) -> None:
     store = OrderStore(redis_client)
     assert store.start_processing(ORDER_ID, "w") is None
-    assert store.complete(ORDER_ID, "1.00", "w") is False
+    assert store.complete(ORDER_ID, "1.00", "w") == Completion(False, None, None, None, None)
     assert store.record_delivery(ORDER_ID) == -1
     assert store.get(ORDER_ID) is None
     assert redis_client.dbsize() == 0

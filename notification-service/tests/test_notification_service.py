@@ -65,7 +65,7 @@ def test_confirmation_is_delivered_once_even_when_redelivered(
     send_order_confirmation(app, confirmation)
     service = services.start("notification-service")
 
-    wait_until(lambda: len(outcomes(redis_client)) == 2, 15, "outcomes not reported")
+    wait_until(lambda: len(outcomes(redis_client)) == 2, 30, "outcomes not reported")
     assert [o["outcome"] for o in outcomes(redis_client)] == ["sent", "sent"]
     record = store.get("1" * 32)
     assert record is not None and record.notifications_sent == 1

@@ -61,6 +61,21 @@ class OrderRecord:
         return ProcessOrder(order_id=self.order_id, customer_email=self.customer_email, items=self.items)
 
 
+@dataclass(frozen=True)
+class Completion:
+    """What `OrderStore.complete` did, and the order's state after it."""
+
+    completed_now: bool
+    status: str | None
+    notification: str | None
+    total: str | None
+    customer_email: str | None = None
+
+    @property
+    def awaits_notification(self) -> bool:
+        return self.status == "completed" and self.notification == "pending"
+
+
 # Moves accepted -> processing; returns the status before the call (nil when the order is unknown).
 _START_PROCESSING = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -70,14 +85,17 @@ end
 return status
 """
 
-# Moves accepted|processing -> completed with its total; returns 1 when this call completed it.
+# Moves accepted|processing -> completed with its total. Returns {1 if this call completed it, else 0,
+# status, notification state, total, customer e-mail}: all the next step needs, without a second read.
 _COMPLETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'accepted' or status == 'processing' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'total', ARGV[1], 'worker', ARGV[2], 'updated_at', ARGV[3])
-  return 1
+  local state = redis.call('HMGET', KEYS[1], 'notification', 'customer_email')
+  return {1, 'completed', state[1], ARGV[1], state[2]}
 end
-return 0
+local state = redis.call('HMGET', KEYS[1], 'notification', 'total', 'customer_email')
+return {0, status or '', state[1] or '', state[2] or '', state[3] or ''}
 """
 
 # Moves any unfinished order to failed and closes it; returns 1 when this call failed it.
@@ -179,8 +197,14 @@ class OrderStore:
     def start_processing(self, order_id: str, worker: str) -> OrderStatus | None:
         return self._start_processing(keys=[order_key(order_id)], args=[worker, time.time()])
 
-    def complete(self, order_id: str, total: str, worker: str) -> bool:
-        return bool(self._complete(keys=[order_key(order_id)], args=[total, worker, time.time()]))
+    def complete(self, order_id: str, total: str, worker: str) -> Completion:
+        completed_now, *state = self._complete(keys=[order_key(order_id)], args=[total, worker, time.time()])
+        return Completion(bool(completed_now), *(value or None for value in state))
+
+    def completion(self, order_id: str) -> Completion:
+        """The order's state as `complete` reports it, without changing anything."""
+        fields = ["status", "notification", "total", "customer_email"]
+        return Completion(False, *self.client.hmget(order_key(order_id), fields))
 
     def fail(self, order_id: str, reason: str) -> bool:
         return bool(self._fail(keys=[order_key(order_id), OPEN_ORDERS_KEY], args=[reason, time.time(), order_id]))

@@ -64,8 +64,9 @@ def register_notification_tasks(
         if record.notification == "failed":
             return
         if not store.claim_delivery(order_id, self.request.id or "", DELIVERY_CLAIM_SECONDS):
-            # Another copy of this message is delivering right now; look again later.
-            raise self.retry(countdown=DELIVERY_CLAIM_SECONDS / 4, max_retries=None)
+            # Another copy of this message is delivering right now; look again shortly.
+            countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
+            raise self.retry(countdown=countdown, max_retries=None)
         try:
             channel.send(confirmation)
         except (TransientChannelError, ConnectionError, TimeoutError) as error:

@@ -52,16 +52,18 @@ def register_order_tasks(app: Celery, settings: OrderWorkerSettings, store: Orde
             if settings.WORKER_SIMULATED_WORK_SECONDS:
                 time.sleep(settings.WORKER_SIMULATED_WORK_SECONDS)
             total = str(order_total(order.items))
-            if store.complete(order.order_id, total, worker_name):
+            completion = store.complete(order.order_id, total, worker_name)
+            if completion.completed_now:
                 logger.info("order %s completed: total %s, %d item(s)", order.order_id, total, len(order.items))
-        record = store.get(order.order_id)
-        if record is not None and record.status == "completed" and record.notification == "pending":
+        else:
+            # A redelivery: the order went further already; only its next step may still be due.
+            logger.info("order %s already %s", order.order_id, previous)
+            completion = store.completion(order.order_id)
+        if completion.awaits_notification:
             confirmation = SendOrderConfirmation(
-                order_id=record.order_id, customer_email=record.customer_email, total=record.total
+                order_id=order.order_id, customer_email=completion.customer_email, total=completion.total
             )
             send_order_confirmation(app, confirmation)
-        elif previous not in ("accepted", "processing"):
-            logger.info("order %s already %s, nothing to do", order.order_id, previous)
 
     @app.task(name=RECORD_NOTIFICATION.name, bind=True, **RETRY_OPTIONS)
     def record_notification(self: Task, *args: Any, **kwargs: Any) -> None:
