@@ -1,23 +1,17 @@
-"""Start-up of the Celery worker services (worker and notification-service).
+"""Running a Celery worker service: the worker's arguments and its heartbeat file.
 
-Both console scripts take no arguments to run, or `healthcheck` to probe a running worker: the probe
-checks the age of a heartbeat file that the worker's consumer touches from its event loop, which is
-cheaper than `celery inspect ping` (no process on the broker, no reply keys left behind).
+The heartbeat file is touched from the consumer's event loop; `common_tasks.cli` probes its age,
+which is cheaper than `celery inspect ping` (no process on the broker, no reply keys left behind).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery, bootsteps
 
 from common_tasks.config import WorkerSettings
-
-USAGE = "usage: {prog} [healthcheck]"
 
 
 def install_heartbeat(app: Celery, path: str, interval: float) -> None:
@@ -47,21 +41,6 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
     app.steps["consumer"].add(HeartbeatFile)
 
 
-def healthcheck(settings: WorkerSettings) -> int:
-    """0 when the heartbeat file is fresh, 1 otherwise; prints one line either way."""
-    limit = 3 * settings.WORKER_HEARTBEAT_INTERVAL + 5
-    try:
-        age = time.time() - os.stat(settings.WORKER_HEARTBEAT_FILE).st_mtime
-    except FileNotFoundError:
-        print(f"unhealthy: no heartbeat file at {settings.WORKER_HEARTBEAT_FILE}")
-        return 1
-    if age > limit:
-        print(f"unhealthy: last heartbeat {age:.0f}s ago (limit {limit:.0f}s)")
-        return 1
-    print(f"healthy: last heartbeat {age:.1f}s ago")
-    return 0
-
-
 def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[str]:
     return [
         "worker",
@@ -80,16 +59,6 @@ def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[
     ]
 
 
-def run_worker_service(
-    create_app: Callable[[], Celery], settings: WorkerSettings, queue: str, prog: str, argv: list[str]
-) -> int:
-    """Entry point shared by the worker console scripts; the app is built only to run the worker."""
-    if argv == ["healthcheck"]:
-        return healthcheck(settings)
-    if argv:
-        print(USAGE.format(prog=prog), file=sys.stderr)
-        return 2
-    app = create_app()
+def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: str) -> None:
     install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
-    app.worker_main(worker_argv(settings, queue, prog))
-    return 0
+    app.worker_main(worker_argv(settings, queue, node_prefix))

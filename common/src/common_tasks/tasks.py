@@ -7,12 +7,14 @@ one keyword argument, `payload`, a JSON object valid against the contract's sche
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from celery import Celery
 from pydantic import BaseModel, ValidationError
 
 from common_tasks.schemas import ProcessOrder, RecordNotification, SendOrderConfirmation
+
+if TYPE_CHECKING:  # importing Celery costs ~1 s; the healthcheck probes import this module without it
+    from celery import Celery
 
 ORDERS_QUEUE = "orders"
 NOTIFICATIONS_QUEUE = "notifications"

@@ -1,0 +1,50 @@
+"""The command line of the Celery worker services: `<script>` runs the worker, `<script> healthcheck`
+probes a running one by the age of its heartbeat file.
+
+This module imports neither Celery nor the tasks, so a healthcheck (run every few seconds by Docker)
+costs a fraction of a second instead of a full Celery import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+from common_tasks.config import WorkerSettings, load_settings
+
+
+def heartbeat_healthcheck(settings: WorkerSettings) -> int:
+    """0 when the heartbeat file is fresh, 1 otherwise; prints one line either way."""
+    limit = 3 * settings.WORKER_HEARTBEAT_INTERVAL + 5
+    try:
+        age = time.time() - os.stat(settings.WORKER_HEARTBEAT_FILE).st_mtime
+    except FileNotFoundError:
+        print(f"unhealthy: no heartbeat file at {settings.WORKER_HEARTBEAT_FILE}")
+        return 1
+    if age > limit:
+        print(f"unhealthy: last heartbeat {age:.0f}s ago (limit {limit:.0f}s)")
+        return 1
+    print(f"healthy: last heartbeat {age:.1f}s ago")
+    return 0
+
+
+def worker_service_main(
+    prog: str, settings_class: type[WorkerSettings], queue: str, app_factory: str, argv: list[str] | None = None
+) -> int:
+    """Parse the environment, then probe (`healthcheck`) or run the worker built by `app_factory`,
+    a `module:function` taking the settings and returning the Celery app."""
+    settings = load_settings(settings_class)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments == ["healthcheck"]:
+        return heartbeat_healthcheck(settings)
+    if arguments:
+        print(f"usage: {prog} [healthcheck]", file=sys.stderr)
+        return 2
+    from common_tasks.runner import run_worker
+
+    module, _, function = app_factory.partition(":")
+    app = getattr(importlib.import_module(module), function)(settings)
+    run_worker(app, settings, queue, prog)
+    return 0

@@ -1,0 +1,28 @@
+"""The notification service's Celery app: the confirmation task and its channel."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+
+from common_tasks.celery_app import create_celery_app
+from common_tasks.store import OrderStore
+from notification_service.channels import load_channel
+from notification_service.settings import NotificationSettings
+from notification_service.tasks import register_notification_tasks
+
+
+def create_notification_app(settings: NotificationSettings) -> Celery:
+    app = create_celery_app(settings, "notification-service")
+    store = OrderStore.from_url(settings.order_store_url)
+    try:
+        channel = load_channel(settings.NOTIFICATION_CHANNEL)
+    except (ImportError, AttributeError, TypeError) as error:
+        print(
+            f"configuration error: NOTIFICATION_CHANNEL: cannot load {settings.NOTIFICATION_CHANNEL!r}: {error}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    register_notification_tasks(app, settings, store, channel)
+    return app

@@ -1,0 +1,19 @@
+"""The worker's Celery app: the order tasks and the reconciler on the shared configuration."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from common_tasks.celery_app import create_celery_app
+from common_tasks.store import OrderStore
+from worker.reconciler import install_reconciler
+from worker.settings import OrderWorkerSettings
+from worker.tasks import register_order_tasks
+
+
+def create_worker_app(settings: OrderWorkerSettings) -> Celery:
+    app = create_celery_app(settings, "worker")
+    store = OrderStore.from_url(settings.order_store_url)
+    register_order_tasks(app, settings, store)
+    install_reconciler(app, store, settings.reconcile_after, settings.RECONCILE_INTERVAL_SECONDS)
+    return app
