@@ -1,0 +1,426 @@
+"""End-to-end tests of the UNCHANGED docker-compose.yml on a real Docker engine.
+
+Each run uses its own compose project name and a free host port (ORDER_SERVICE_PORT), talks to
+the stack only on 127.0.0.1, and removes everything with `docker compose down -v` at the end.
+Only the standard library and pytest are used.
+
+Without an engine (`docker info` fails) the module is skipped; without the images the tests are
+skipped; CELERY_STACK_REQUIRE_CONTAINER_TESTS=1 makes both a failure instead.
+
+Run: bash tests/container/engine.sh && bash tests/container/build-standin-images.sh \
+     && pytest -m container tests/container
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import tomllib
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+# Every ${VAR} that docker-compose.yml interpolates; read from it so the list cannot go stale.
+COMPOSE_VARIABLES = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+
+pytestmark = pytest.mark.container
+
+UP_TIMEOUT = 180  # seconds for `up --wait`
+TIMINGS: list[tuple[str, float]] = []  # the session's list (conftest), bound by the `stack` fixture
+ORDER_TIMEOUT = 120  # seconds for a batch of orders to finish
+
+
+def _engine_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH (run tests/container/engine.sh)"
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out (run tests/container/engine.sh)"
+    if info.returncode != 0:
+        return f"`docker info` failed, no Docker engine (run tests/container/engine.sh): {info.stderr.strip()[:200]}"
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    if compose.returncode != 0:
+        return "no Compose v2 plugin (`docker compose version` failed; run tests/container/engine.sh)"
+    return None
+
+
+_t = time.monotonic()
+_problem = _engine_problem()
+_ENGINE_CHECK_SECONDS = time.monotonic() - _t
+# Set CELERY_STACK_REQUIRE_CONTAINER_TESTS=1 (e.g. in a CI job that ran engine.sh and
+# build-standin-images.sh) to turn every "cannot run here" skip into a failure.
+REQUIRED = os.environ.get("CELERY_STACK_REQUIRE_CONTAINER_TESTS") == "1"
+
+
+def _cannot_run(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"{reason} (CELERY_STACK_REQUIRE_CONTAINER_TESTS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+if _problem:
+    if REQUIRED:
+        raise RuntimeError(f"{_problem} (CELERY_STACK_REQUIRE_CONTAINER_TESTS=1)")
+    pytest.skip(_problem, allow_module_level=True)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected_images() -> list[str]:
+    with (REPO / "nix" / "images.toml").open("rb") as f:
+        cfg = tomllib.load(f)
+    return [f"{img['name']}:{cfg['tag']}" for img in cfg["images"].values()]
+
+
+class Stack:
+    def __init__(self, project: str, port: int):
+        self.project = project
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    # -- compose ------------------------------------------------------------------------------
+    def env(self, **extra: str) -> dict[str, str]:
+        # Hermetic: the compose file's own defaults, whatever the calling shell exports.
+        env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES and not k.startswith("COMPOSE_")}
+        env["ORDER_SERVICE_PORT"] = str(self.port)
+        env.update(extra)
+        return env
+
+    def compose(
+        self, *args: str, timeout: float = 300, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        cmd = [
+            "docker",
+            "compose",
+            "--project-name",
+            self.project,
+            "--project-directory",
+            str(REPO),
+            "--file",
+            str(COMPOSE_FILE),
+            # A developer's .env must not change what is tested.
+            "--env-file",
+            os.devnull,
+            *args,
+        ]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or self.env())
+        if check and r.returncode != 0:
+            logs = subprocess.run(
+                [*cmd[: cmd.index("--file") + 2], "logs", "--no-color", "--tail", "60"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env or self.env(),
+            ).stdout
+            raise AssertionError(
+                f"{' '.join(cmd[2:])} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n--- logs ---\n{logs[-8000:]}"
+            )
+        return r
+
+    def up(self, *extra: str, env: dict[str, str] | None = None, label: str = "up -d --wait") -> float:
+        t0 = time.monotonic()
+        self.compose("up", "--detach", "--wait", *extra, timeout=UP_TIMEOUT + 30, env=env)
+        dt = time.monotonic() - t0
+        TIMINGS.append((f"compose {label}", dt))
+        return dt
+
+    def ps(self) -> list[dict]:
+        out = self.compose("ps", "--all", "--format", "json").stdout.strip()
+        if out.startswith("["):  # older Compose: one JSON array
+            return json.loads(out)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def container_ids(self, service: str) -> list[str]:
+        r = self.compose("ps", "--quiet", service)
+        return [line for line in r.stdout.split() if line]
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: object | None = None, timeout: float = 10):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw or b"null")
+            except ValueError:
+                return e.code, raw.decode(errors="replace")
+
+    def post_order(self, n: int) -> str:
+        body = {
+            "customer_email": f"customer{n}@example.com",
+            "items": [
+                {"sku": "ABC-1", "quantity": 2, "unit_price": "9.99"},
+                {"sku": f"SKU-{n}", "quantity": 1, "unit_price": "1.50"},
+            ],
+        }
+        status, resp = self.request("POST", "/orders", body)
+        assert status == 202, (status, resp)
+        assert resp["status"] == "accepted" and resp["order_id"], resp
+        return resp["order_id"]
+
+    def get_order(self, order_id: str) -> dict | None:
+        """The order's public view, or None while the API cannot answer (e.g. Redis restarting)."""
+        try:
+            status, resp = self.request("GET", f"/orders/{order_id}")
+        except (urllib.error.URLError, OSError):
+            return None
+        if status != 200:
+            return None
+        return resp
+
+    def wait_orders(self, order_ids: list[str], predicate, timeout: float = ORDER_TIMEOUT) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, dict | None] = {}
+        pending = list(order_ids)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for oid in pending:
+                rec = self.get_order(oid)
+                last[oid] = rec
+                if rec is None or not predicate(rec):
+                    still.append(oid)
+            pending = still
+            if pending:
+                time.sleep(0.5)
+        assert not pending, (
+            f"{len(pending)}/{len(order_ids)} orders not done within {timeout}s; e.g. "
+            f"{[last.get(o) for o in pending[:3]]}\n--- logs ---\n{self.logs()[-6000:]}"
+        )
+        return {oid: last[oid] for oid in order_ids}  # type: ignore[misc]
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "40", check=False).stdout
+
+
+def done_and_notified(rec: dict) -> bool:
+    return rec["status"] == "completed" and rec["notification"] == "sent"
+
+
+def check_done(rec: dict) -> None:
+    assert rec["status"] == "completed", rec
+    assert rec["notification"] == "sent", rec
+    assert rec["notifications_sent"] == 1, rec
+    assert rec["total"] is not None and rec["worker"], rec
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+
+PROJECT_PREFIX = "cstest"
+
+
+def _remove_stale_test_projects() -> None:
+    """Projects of earlier runs of this module that never reached `down` (e.g. a killed run):
+    their `restart: unless-stopped` containers come back whenever the engine restarts."""
+    out = subprocess.run(
+        ["docker", "ps", "--all", "--format", '{{.Label "com.docker.compose.project"}}'],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for project in sorted({p for p in out if re.fullmatch(PROJECT_PREFIX + r"[0-9a-f]{10}", p)}):
+        subprocess.run(
+            ["docker", "compose", "--project-name", project, "down", "--volumes", "--timeout", "5"],
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(container_timings):
+    global TIMINGS
+    TIMINGS = container_timings
+    TIMINGS.append(("docker info + compose version", _ENGINE_CHECK_SECONDS))
+    missing = [
+        ref
+        for ref in expected_images()
+        if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0
+    ]
+    if missing:
+        _cannot_run(f"images missing: {missing}; load the Nix images or run tests/container/build-standin-images.sh")
+    _remove_stale_test_projects()
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    try:
+        s.up()
+        yield s
+    finally:
+        t0 = time.monotonic()
+        s.compose("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False, timeout=180)
+        TIMINGS.append(("compose down -v (teardown)", time.monotonic() - t0))
+
+
+@pytest.fixture(autouse=True)
+def _time_each_test(request):
+    t0 = time.monotonic()
+    yield
+    TIMINGS.append((f"test {request.node.name}", time.monotonic() - t0))
+
+
+# --------------------------------------------------------------------------------------------
+# tests, in order: they share one stack
+# --------------------------------------------------------------------------------------------
+
+
+def test_stack_healthy_and_private(stack: Stack):
+    ps = stack.ps()
+    by_service = {c["Service"]: c for c in ps}
+    assert set(by_service) == {"redis", "worker", "order-service", "notification-service"}, by_service
+    for c in ps:
+        assert c["Health"] == "healthy", c
+    # Only order-service publishes a port, on loopback only.
+    for c in ps:
+        published = [p for p in (c.get("Publishers") or []) if p.get("PublishedPort")]
+        if c["Service"] == "order-service":
+            assert published and all(p["URL"] == "127.0.0.1" for p in published), published
+        else:
+            assert not published, (c["Service"], published)
+    assert stack.request("GET", "/healthz")[0] == 200
+    assert stack.request("GET", "/readyz")[0] == 200
+    # The containers run as the non-root user of images.toml.
+    for cid in stack.container_ids("worker") + stack.container_ids("redis"):
+        user = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Config.User}}", cid], capture_output=True, text=True
+        ).stdout.strip()
+        assert user.split(":")[0] in ("1000", "app"), user
+
+
+def test_twenty_orders_complete_and_notify(stack: Stack):
+    ids = [stack.post_order(i) for i in range(20)]
+    records = stack.wait_orders(ids, done_and_notified)
+    for rec in records.values():
+        check_done(rec)
+    # 2 x 9.99 + 1.50
+    assert {rec["total"] for rec in records.values()} == {"21.48"}, records
+
+
+def test_scaled_workers_share_work(stack: Stack):
+    # Each task takes 1 s so that work has to spread over the replicas.
+    env = stack.env(WORKER_SIMULATED_WORK_SECONDS="1")
+    stack.up("--scale", "worker=3", env=env, label="up --wait --scale worker=3")
+    assert len(stack.container_ids("worker")) == 3
+    ids = [stack.post_order(100 + i) for i in range(12)]
+    records = stack.wait_orders(ids, done_and_notified)
+    for rec in records.values():
+        check_done(rec)
+    workers = {rec["worker"] for rec in records.values()}
+    print(f"orders per worker: { {w: sum(r['worker'] == w for r in records.values()) for w in workers} }")
+    assert len(workers) > 1, workers
+
+
+def _hostname_of(cid: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Hostname}}", cid], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_warm_shutdown_finishes_running_task(stack: Stack):
+    work = 5
+    env = stack.env(WORKER_SIMULATED_WORK_SECONDS=str(work))
+    stack.up("--scale", "worker=3", env=env, label=f"up --wait --scale worker=3 (work {work}s)")
+    oid = stack.post_order(200)
+    deadline = time.monotonic() + 30
+    rec = None
+    while time.monotonic() < deadline:
+        rec = stack.get_order(oid)
+        if rec and rec["status"] == "processing" and rec["worker"]:
+            break
+        time.sleep(0.1)
+    assert rec and rec["status"] == "processing" and rec["worker"], rec
+    host = rec["worker"].split("@", 1)[1]
+    victims = [cid for cid in stack.container_ids("worker") if _hostname_of(cid) == host]
+    assert len(victims) == 1, (rec["worker"], victims)
+    victim = victims[0]
+
+    t0 = time.monotonic()
+    # Same as `docker compose stop` on this one replica: SIGTERM, SIGKILL after the grace period.
+    subprocess.run(["docker", "stop", "--time", "60", victim], check=True, capture_output=True, timeout=120)
+    stop_seconds = time.monotonic() - t0
+    TIMINGS.append(("warm shutdown of busy worker (docker stop)", stop_seconds))
+    state = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{json .State}}", victim], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    # The task was finished by the stopping worker itself, before it exited, and nothing was killed.
+    rec = stack.get_order(oid)
+    assert rec is not None and rec["status"] == "completed", rec
+    assert rec["worker"].split("@", 1)[1] == host, rec
+    assert state["ExitCode"] == 0 and not state["OOMKilled"], state
+    assert stop_seconds < 55, f"stop took {stop_seconds:.1f}s: close to the grace period (SIGKILL?)"
+    # The notification is recorded by the remaining replicas.
+    check_done(stack.wait_orders([oid], done_and_notified)[oid])
+    # Back to three healthy replicas for the next test.
+    stack.up("--scale", "worker=3", env=env, label="up --wait (restart stopped replica)")
+
+
+def test_redis_restart_keeps_queued_orders(stack: Stack):
+    env = stack.env(WORKER_SIMULATED_WORK_SECONDS="0")
+    # No consumer: orders stay queued in Redis.
+    stack.compose("stop", "worker", env=env, timeout=120)
+    ids = [stack.post_order(300 + i) for i in range(10)]
+    for oid in ids:
+        rec = stack.get_order(oid)
+        assert rec is not None and rec["status"] == "accepted", rec
+    queued_before = int(stack.compose("exec", "-T", "redis", "redis-cli", "-n", "0", "LLEN", "orders").stdout)
+    assert queued_before >= 10, queued_before
+
+    t0 = time.monotonic()
+    stack.compose("restart", "redis", env=env, timeout=120)
+    deadline = time.monotonic() + 60
+    while stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False).stdout.strip() != "PONG":
+        assert time.monotonic() < deadline, "redis did not answer PING within 60 s of its restart"
+        time.sleep(0.5)
+    TIMINGS.append(("redis restart until PONG", time.monotonic() - t0))
+    # The queue came back from the append-only file.
+    queued_after = int(stack.compose("exec", "-T", "redis", "redis-cli", "-n", "0", "LLEN", "orders").stdout)
+    assert queued_after == queued_before, (queued_before, queued_after)
+
+    stack.up("--scale", "worker=3", env=env, label="up --wait (workers back after redis restart)")
+    records = stack.wait_orders(ids, done_and_notified)
+    for rec in records.values():
+        check_done(rec)
+
+
+def test_down_removes_everything(stack: Stack):
+    t0 = time.monotonic()
+    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "60", timeout=180)
+    TIMINGS.append(("compose down -v", time.monotonic() - t0))
+    label = f"label=com.docker.compose.project={stack.project}"
+    leftovers = {}
+    for kind in ("container", "volume", "network"):
+        args = ["docker", kind, "ls", "--quiet", "--filter", label]
+        if kind == "container":
+            args.insert(3, "--all")
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+        if out:
+            leftovers[kind] = out
+    # Names too, in case a label was missing.
+    vols = subprocess.run(["docker", "volume", "ls", "--quiet"], capture_output=True, text=True).stdout.split()
+    leftovers_named = [v for v in vols if v.startswith(stack.project)]
+    assert not leftovers and not leftovers_named, (leftovers, leftovers_named)
