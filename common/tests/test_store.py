@@ -55,3 +55,16 @@ def test_stale_open_orders(redis_client: redis.Redis) -> None:
     assert store.stale_open_orders(older_than=4_000_000_000) == [ORDER_ID]
     store.fail(ORDER_ID, "test")
     assert store.stale_open_orders(older_than=4_000_000_000) == []
+
+
+def test_delivery_claims(redis_client: redis.Redis) -> None:
+    store = OrderStore(redis_client)
+    assert store.claim_delivery(ORDER_ID, "a", 60) == "unknown"
+    store.create(ORDER_ID, REQUEST)
+    assert store.claim_delivery(ORDER_ID, "a", 60) == "claimed"
+    assert store.claim_delivery(ORDER_ID, "b", 60) == "busy"
+    store.release_delivery(ORDER_ID)
+    assert store.claim_delivery(ORDER_ID, "b", 60) == "claimed"
+    assert store.record_delivery(ORDER_ID) == 1
+    assert store.claim_delivery(ORDER_ID, "c", 60) == "delivered"
+    assert redis_client.exists(f"order:{ORDER_ID}:delivering") == 0

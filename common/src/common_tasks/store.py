@@ -29,6 +29,10 @@ def order_key(order_id: str) -> str:
     return f"order:{order_id}"
 
 
+def delivery_claim_key(order_id: str) -> str:
+    return f"order:{order_id}:delivering"
+
+
 @dataclass(frozen=True)
 class OrderRecord:
     order_id: str
@@ -121,14 +125,28 @@ end
 return 0
 """
 
-# Counts one delivery by the notification channel (never deduplicated: this is the audit count).
+# Counts one delivery by the notification channel (never deduplicated: this is the audit count),
+# and frees the delivery claim.
 _RECORD_DELIVERY = """
+redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'delivered_at', ARGV[1])
   return redis.call('HINCRBY', KEYS[1], 'notifications_sent', 1)
 end
 return -1
 """
+
+# Decides whether this caller may deliver the confirmation now, claiming it for ARGV[2] seconds if so.
+_CLAIM_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+local state = redis.call('HMGET', KEYS[1], 'notifications_sent', 'notification')
+if tonumber(state[1] or '0') > 0 then return 'delivered' end
+if state[2] == 'failed' then return 'failed' end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
+return 'busy'
+"""
+
+DeliveryClaim = Literal["claimed", "busy", "delivered", "failed", "unknown"]
 
 
 class OrderStore:
@@ -139,6 +157,7 @@ class OrderStore:
         self._fail = client.register_script(_FAIL)
         self._record_notification = client.register_script(_RECORD_NOTIFICATION)
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
+        self._claim_delivery = client.register_script(_CLAIM_DELIVERY)
 
     @classmethod
     def from_url(cls, url: str) -> OrderStore:
@@ -215,14 +234,17 @@ class OrderStore:
 
     def record_delivery(self, order_id: str) -> int:
         """Count one confirmation delivered by the channel; returns the new count (-1: unknown order)."""
-        return int(self._record_delivery(keys=[order_key(order_id)], args=[time.time()]))
+        keys = [order_key(order_id), delivery_claim_key(order_id)]
+        return int(self._record_delivery(keys=keys, args=[time.time()]))
 
-    def claim_delivery(self, order_id: str, owner: str, seconds: int) -> bool:
-        """A short lock so two copies of one notification message never deliver concurrently."""
-        return bool(self.client.set(f"{order_key(order_id)}:delivering", owner, nx=True, ex=seconds))
+    def claim_delivery(self, order_id: str, owner: str, seconds: int) -> DeliveryClaim:
+        """`claimed` when the caller may deliver now: a short lock, so that two copies of one message
+        never deliver concurrently; otherwise why not (`busy` means another copy is delivering)."""
+        keys = [order_key(order_id), delivery_claim_key(order_id)]
+        return self._claim_delivery(keys=keys, args=[owner, seconds])  # type: ignore[no-any-return]
 
     def release_delivery(self, order_id: str) -> None:
-        self.client.delete(f"{order_key(order_id)}:delivering")
+        self.client.delete(delivery_claim_key(order_id))
 
     def stale_open_orders(self, older_than: float, limit: int = 100) -> list[str]:
         """Open orders whose last dispatch is older than `older_than` (a Unix time)."""

@@ -53,17 +53,17 @@ def register_notification_tasks(
             logger.error("rejected message %s: %s", self.request.id, violation)
             return
         order_id = confirmation.order_id
-        record = store.get(order_id)
-        if record is None:
+        claim = store.claim_delivery(order_id, self.request.id or "", DELIVERY_CLAIM_SECONDS)
+        if claim == "unknown":
             logger.warning("order %s: no such order in the store, confirmation dropped", order_id)
             return
-        if record.notifications_sent > 0:
+        if claim == "delivered":
             # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
             report(order_id, "sent")
             return
-        if record.notification == "failed":
+        if claim == "failed":
             return
-        if not store.claim_delivery(order_id, self.request.id or "", DELIVERY_CLAIM_SECONDS):
+        if claim == "busy":
             # Another copy of this message is delivering right now; look again shortly.
             countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
             raise self.retry(countdown=countdown, max_retries=None)
@@ -85,6 +85,5 @@ def register_notification_tasks(
             logger.error("order %s: confirmation failed permanently: %s", order_id, error)
             report(order_id, "failed", str(error)[:500])
             return
-        store.record_delivery(order_id)
-        store.release_delivery(order_id)
+        store.record_delivery(order_id)  # also frees the claim
         report(order_id, "sent")
