@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import Stack
+from full_stack import Stack
 
 from common_tasks.testing import report_figure, sample_order
 

@@ -20,10 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from conftest import Stack
+from full_stack import Stack
 
-from common_tasks.celery_app import create_celery_app
-from common_tasks.config import CommonSettings
 from common_tasks.schemas import ProcessOrder
 from common_tasks.store import OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, ORDERS_QUEUE, send_process_order
@@ -178,9 +176,7 @@ class _RunsCodeWhenUnpickled:
 
 def hostile_messages(redis_server: RedisServer, order_id: str, marker: Path) -> list[tuple[str, str, str]]:
     """(queue, raw message, log line it must produce once), built from a real message then mutated."""
-    app = create_celery_app(
-        CommonSettings(CELERY_BROKER_URL=redis_server.url(0), CELERY_RESULT_BACKEND=redis_server.url(1)), "hostile"
-    )
+    app = redis_server.celery_app("hostile")
     client = redis_server.client()
     message = ProcessOrder(order_id=order_id, customer_email="a@example.com", items=sample_order()["items"])
     send_process_order(app, message)
