@@ -287,6 +287,12 @@ def _time_each_test(request):
 # --------------------------------------------------------------------------------------------
 
 
+def test_compose_file_is_valid(stack: Stack):
+    # `docker compose config` validates the unchanged file with the compose file's own defaults.
+    result = stack.compose("config", "--quiet", check=False)
+    assert result.returncode == 0, result.stderr
+
+
 def test_stack_healthy_and_private(stack: Stack):
     ps = stack.ps()
     by_service = {c["Service"]: c for c in ps}
