@@ -30,8 +30,7 @@ def test_every_contract_is_routed_to_a_declared_queue() -> None:
 
 
 def test_dispatch_publishes_json_to_the_contract_queue(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    settings = CommonSettings(CELERY_BROKER_URL=redis_server.url(0), CELERY_RESULT_BACKEND=redis_server.url(1))
-    app = create_celery_app(settings, "test")
+    app = redis_server.celery_app()
     payload = ProcessOrder(
         order_id=ORDER_ID, customer_email="a@example.com", items=[{"sku": "A", "quantity": 1, "unit_price": "2.50"}]
     )
@@ -46,6 +45,9 @@ def test_dispatch_publishes_json_to_the_contract_queue(redis_server: RedisServer
     args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert args == []
     assert kwargs == {"payload": payload.model_dump(mode="json")}
+    # Headers name the order, not the customer.
+    assert envelope["headers"]["kwargsrepr"] == f"{{'payload': <ProcessOrder order_id={ORDER_ID}>}}"
+    assert "a@example.com" not in json.dumps(envelope["headers"])
     # Ignoring results means nothing was written to the result backend.
     assert redis_server.client(1).dbsize() == 0
 
