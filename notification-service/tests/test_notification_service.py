@@ -8,10 +8,7 @@ import subprocess
 from pathlib import Path
 
 import redis
-from celery import Celery
 
-from common_tasks.celery_app import create_celery_app
-from common_tasks.config import CommonSettings
 from common_tasks.schemas import OrderRequest, SendOrderConfirmation
 from common_tasks.store import OrderStore
 from common_tasks.tasks import RECORD_NOTIFICATION, send_order_confirmation
@@ -21,12 +18,6 @@ TESTS_DIR = str(Path(__file__).parent)
 REQUEST = OrderRequest.model_validate(
     {"customer_email": "buyer@example.com", "items": [{"sku": "A", "quantity": 1, "unit_price": "5.00"}]}
 )
-
-
-def producer(redis_server: RedisServer) -> Celery:
-    return create_celery_app(
-        CommonSettings(CELERY_BROKER_URL=redis_server.url(0), CELERY_RESULT_BACKEND=redis_server.url(1)), "test"
-    )
 
 
 def completed_order(store: OrderStore, order_id: str) -> SendOrderConfirmation:
@@ -60,7 +51,7 @@ def test_confirmation_is_delivered_once_even_when_redelivered(
 ) -> None:
     store = OrderStore(redis_server.client())
     confirmation = completed_order(store, "1" * 32)
-    app = producer(redis_server)
+    app = redis_server.celery_app()
     send_order_confirmation(app, confirmation)
     send_order_confirmation(app, confirmation)
     service = services.start("notification-service")
@@ -76,7 +67,7 @@ def test_transient_failures_are_retried_with_backoff(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     store = OrderStore(redis_server.client())
-    send_order_confirmation(producer(redis_server), completed_order(store, "2" * 32))
+    send_order_confirmation(redis_server.celery_app(), completed_order(store, "2" * 32))
     service = services.start("notification-service", **scripted(services, redis_server, "FlakyChannel", failures=3))
 
     wait_until(lambda: outcomes(redis_client), 30, "no outcome reported")
@@ -89,7 +80,7 @@ def test_transient_failures_are_retried_with_backoff(
 
 def test_retries_are_bounded(services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis) -> None:
     store = OrderStore(redis_server.client())
-    send_order_confirmation(producer(redis_server), completed_order(store, "3" * 32))
+    send_order_confirmation(redis_server.celery_app(), completed_order(store, "3" * 32))
     env = scripted(services, redis_server, "FlakyChannel", failures=100)
     service = services.start("notification-service", NOTIFICATION_MAX_RETRIES="2", **env)
 
@@ -103,7 +94,7 @@ def test_permanent_failure_is_reported_once_and_not_retried(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     store = OrderStore(redis_server.client())
-    send_order_confirmation(producer(redis_server), completed_order(store, "4" * 32))
+    send_order_confirmation(redis_server.celery_app(), completed_order(store, "4" * 32))
     service = services.start("notification-service", **scripted(services, redis_server, "BrokenChannel"))
 
     wait_until(lambda: outcomes(redis_client), 15, "no outcome reported")

@@ -17,14 +17,6 @@ from common_tasks.testing import RedisServer, ServiceLauncher, http_request, rep
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    launcher = ServiceLauncher(redis_server, tmp_path_factory.mktemp("order-service"))
-    _, base_url = launcher.start_order_service()
-    yield base_url
-    launcher.stop_all()
-
-
 @pytest.fixture
 def api(api_server: str, redis_client: redis.Redis) -> str:
     """The module's order-service, with Redis emptied before each test."""

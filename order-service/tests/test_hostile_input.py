@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from common_tasks.schemas import OrderRequest
-from common_tasks.testing import RedisServer, ServiceLauncher, http_request, report_figure, sample_order
+from common_tasks.testing import http_request, report_figure, sample_order
 
 GENERATED_CASES = 1200
 CLIENT_ERRORS = {400, 413, 415, 422}
@@ -78,11 +77,8 @@ def is_valid_order(body: bytes) -> bool:
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    launcher = ServiceLauncher(redis_server, tmp_path_factory.mktemp("order-service"))
-    _, base_url = launcher.start_order_service()
-    yield base_url
-    launcher.stop_all()
+def api(api_server: str) -> str:
+    return api_server
 
 
 def check_answer(api: str, body: bytes, content_type: str) -> int:

@@ -7,10 +7,7 @@ import subprocess
 import time
 
 import redis
-from celery import Celery
 
-from common_tasks.celery_app import create_celery_app
-from common_tasks.config import CommonSettings
 from common_tasks.schemas import OrderRequest, ProcessOrder
 from common_tasks.store import OrderRecord, OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, SEND_ORDER_CONFIRMATION, send_process_order
@@ -19,12 +16,6 @@ from common_tasks.testing import RedisServer, ServiceLauncher, console_script, r
 REQUEST = OrderRequest.model_validate(
     {"customer_email": "a@example.com", "items": [{"sku": "A", "quantity": 3, "unit_price": "0.10"}]}
 )
-
-
-def producer(redis_server: RedisServer) -> Celery:
-    return create_celery_app(
-        CommonSettings(CELERY_BROKER_URL=redis_server.url(0), CELERY_RESULT_BACKEND=redis_server.url(1)), "test"
-    )
 
 
 def place(store: OrderStore, order_id: str) -> ProcessOrder:
@@ -48,7 +39,7 @@ def test_order_is_processed_and_confirmation_dispatched(
 ) -> None:
     store = OrderStore(redis_server.client())
     worker = services.start("worker")
-    send_process_order(producer(redis_server), place(store, "a" * 32))
+    send_process_order(redis_server.celery_app(), place(store, "a" * 32))
 
     record = wait_until(lambda: completed(store, "a" * 32), 15, "order never completed")
     assert record.total == "0.30"
@@ -61,7 +52,7 @@ def test_redelivered_order_is_counted_once(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     store = OrderStore(redis_server.client())
-    app = producer(redis_server)
+    app = redis_server.celery_app()
     message = place(store, "b" * 32)
     send_process_order(app, message)
     send_process_order(app, message)  # the same order delivered twice
@@ -78,7 +69,7 @@ def test_unknown_order_is_dropped_without_side_effects(
 ) -> None:
     worker = services.start("worker")
     message = ProcessOrder(order_id="c" * 32, customer_email="a@example.com", items=REQUEST.items)
-    send_process_order(producer(redis_server), message)
+    send_process_order(redis_server.celery_app(), message)
     worker.wait_for_log("no such order in the store, message dropped")
     assert redis_client.exists(f"order:{'c' * 32}") == 0
     assert confirmations_queued(redis_client) == []
@@ -89,7 +80,7 @@ def test_warm_shutdown_finishes_the_running_task(
 ) -> None:
     store = OrderStore(redis_server.client())
     worker = services.start("worker", WORKER_SIMULATED_WORK_SECONDS="2")
-    send_process_order(producer(redis_server), place(store, "d" * 32))
+    send_process_order(redis_server.celery_app(), place(store, "d" * 32))
     worker.wait_for_log("Task orders.process")
     time.sleep(0.3)
     started = time.monotonic()

@@ -23,6 +23,10 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from celery import Celery
+
+from common_tasks.celery_app import create_celery_app
+from common_tasks.config import CommonSettings
 
 T = TypeVar("T")
 
@@ -78,6 +82,11 @@ class RedisServer:
 
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis.from_url(self.url(db), decode_responses=True, socket_connect_timeout=1)
+
+    def celery_app(self, name: str = "test") -> Celery:
+        """A Celery app with the services' configuration on this server, to publish test messages."""
+        settings = CommonSettings(CELERY_BROKER_URL=self.url(0), CELERY_RESULT_BACKEND=self.url(1))
+        return create_celery_app(settings, name)
 
     def start(self, appendonly: bool | None = None) -> RedisServer:
         if appendonly is not None:
