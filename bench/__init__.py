@@ -1,0 +1,1 @@
+"""Benchmark of the celery-stack services against bare Celery / bare Flask baselines (see bench/README.md)."""

@@ -1,0 +1,53 @@
+"""Baseline HTTP app: `POST /orders` doing one `send_task` (result ignored) and nothing else.
+
+It runs under the project's own gunicorn application class (same workers, threads, worker class,
+timeouts, log level: only `load()` differs), configured by the same environment variables
+(HOST, PORT, WEB_CONCURRENCY, WEB_THREADS, CELERY_BROKER_URL). Run: `python -m bench.bare_flask`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from flask import Flask, Response, request
+
+from common_tasks.config import load_settings
+from order_service.main import OrderServiceServer
+from order_service.settings import OrderServiceSettings
+
+
+def create_bare_app() -> Flask:
+    from bench import bare_celery
+
+    app = Flask("bare_flask")
+
+    @app.post("/orders")
+    def create_order() -> Response:
+        data = request.get_json()
+        order_id = uuid.uuid4().hex
+        bare_celery.send({"order_id": order_id, **data})
+        body = json.dumps({"order_id": order_id, "status": "accepted"})
+        return Response(body, status=202, mimetype="application/json", headers={"Location": f"/orders/{order_id}"})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response('{"status": "ok"}', status=200, mimetype="application/json")
+
+    return app
+
+
+class BareServer(OrderServiceServer):
+    """The order-service's gunicorn configuration, serving the bare app instead."""
+
+    def load(self) -> Any:
+        return create_bare_app()
+
+
+def main() -> None:
+    BareServer(load_settings(OrderServiceSettings)).run()
+
+
+if __name__ == "__main__":
+    main()
