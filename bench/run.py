@@ -703,76 +703,70 @@ def missing_keys(results: dict[str, Any]) -> list[str]:
     return missing
 
 
+def summary_row(
+    measure: str, project: Any = None, baseline: Any = None, ratio: Any = None, target: str = "", met: Any = None
+) -> dict[str, Any]:
+    return {"measure": measure, "project": project, "baseline": baseline, "ratio": ratio, "target": target, "met": met}
+
+
+def at_least(ratio: float | None, target: float) -> bool | None:
+    return None if ratio is None else ratio >= target
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
     worker = results["worker_path"]
-    rows.append(
-        {
-            "measure": f"worker path: tasks/s drained (prefork c={worker['concurrency']})",
-            "project": worker["project"]["tasks_per_s"],
-            "baseline": worker["baseline"]["tasks_per_s"],
-            "ratio": worker["ratio"],
-            "target": f">= {TARGET_WORKER_RATIO}x",
-            "met": None if worker["ratio"] is None else worker["ratio"] >= TARGET_WORKER_RATIO,
-        }
-    )
+    rows = [
+        summary_row(
+            f"worker path: tasks/s drained (prefork c={worker['concurrency']})",
+            worker["project"]["tasks_per_s"],
+            worker["baseline"]["tasks_per_s"],
+            worker["ratio"],
+            f">= {TARGET_WORKER_RATIO}x",
+            at_least(worker["ratio"], TARGET_WORKER_RATIO),
+        )
+    ]
     for level, entry in results["accept_path"]["levels"].items():
+        project, baseline = entry["project"], entry["baseline"]
         rows.append(
-            {
-                "measure": f"accept path: req/s at {level} connection(s)",
-                "project": entry["project"]["rps"],
-                "baseline": entry["baseline"]["rps"],
-                "ratio": entry["ratio_rps"],
-                "target": f">= {TARGET_ACCEPT_RATIO}x",
-                "met": None if entry["ratio_rps"] is None else entry["ratio_rps"] >= TARGET_ACCEPT_RATIO,
-            }
+            summary_row(
+                f"accept path: req/s at {level} connection(s)",
+                project["rps"],
+                baseline["rps"],
+                entry["ratio_rps"],
+                f">= {TARGET_ACCEPT_RATIO}x",
+                at_least(entry["ratio_rps"], TARGET_ACCEPT_RATIO),
+            )
         )
         for pct in ("p50", "p99"):
             rows.append(
-                {
-                    "measure": f"accept path: {pct} ms at {level} connection(s)",
-                    "project": entry["project"][f"{pct}_ms"],
-                    "baseline": entry["baseline"][f"{pct}_ms"],
-                    "ratio": entry[f"ratio_{pct}"],
-                    "target": "",
-                    "met": None,
-                }
+                summary_row(
+                    f"accept path: {pct} ms at {level} connection(s)",
+                    project[f"{pct}_ms"],
+                    baseline[f"{pct}_ms"],
+                    entry[f"ratio_{pct}"],
+                )
             )
     for step in results["end_to_end"]["rates"]:
         target = step["offered_per_s"] == 50
         rows.append(
-            {
-                "measure": f"end to end at {step['offered_per_s']:.0f}/s: p50 / p99 / max ms, achieved/s",
-                "project": f"{step['p50_ms']} / {step['p99_ms']} / {step['max_ms']}, {step['achieved_per_s']}",
-                "baseline": None,
-                "ratio": None,
-                "target": f"p99 < {TARGET_E2E_P99_MS_AT_50:.0f} ms" if target else "",
-                "met": (step["p99_ms"] is not None and step["p99_ms"] < TARGET_E2E_P99_MS_AT_50) if target else None,
-            }
+            summary_row(
+                f"end to end at {step['offered_per_s']:.0f}/s: p50 / p99 / max ms, achieved/s",
+                f"{step['p50_ms']} / {step['p99_ms']} / {step['max_ms']}, {step['achieved_per_s']}",
+                target=f"p99 < {TARGET_E2E_P99_MS_AT_50:.0f} ms" if target else "",
+                met=(step["p99_ms"] is not None and step["p99_ms"] < TARGET_E2E_P99_MS_AT_50) if target else None,
+            )
         )
     sat = results["saturation"]
     rate = sat["saturation_rate"]
     rows.append(
-        {
-            "measure": "end to end: saturation rate (orders/s)",
-            "project": None if rate is None else (f">= {rate}" if sat["not_reached"] else rate),
-            "baseline": None,
-            "ratio": None,
-            "target": "",
-            "met": None,
-        }
+        summary_row(
+            "end to end: saturation rate (orders/s)",
+            None if rate is None else (f">= {rate}" if sat["not_reached"] else rate),
+        )
     )
-    ceiling = results["redis_ceiling"]["results"]
-    for name, value in ceiling.items():
+    for name, value in results["redis_ceiling"]["results"].items():
         rows.append(
-            {
-                "measure": f"redis ceiling: {name.replace('_c', ' ops/s, clients=')}",
-                "project": None,
-                "baseline": value["ops_per_s"],
-                "ratio": None,
-                "target": "",
-                "met": None,
-            }
+            summary_row(f"redis ceiling: {name.replace('_c', ' ops/s, clients=')}", baseline=value["ops_per_s"])
         )
     return rows
 
