@@ -22,7 +22,7 @@
         {
           packages = pythonPackages.packages // images.packages;
           apps = images.apps;
-          checks = import ./nix/checks.nix { inherit pkgs pythonPackages; };
+          checks = import ./nix/checks.nix { inherit pkgs pythonPackages images; };
           devShells.default = import ./nix/dev-shell.nix { inherit pkgs pythonPackages; };
           # `nix fmt` formats every .nix file of the tree (nixfmt through treefmt).
           formatter = pkgs.nixfmt-tree;

@@ -1,20 +1,29 @@
-# checks.<system>: each package (its own pytest run), the cross-service tests and formatting.
-{ pkgs, pythonPackages }:
+# checks.<system>: each package (its own pytest run), the cross-service tests, every image and
+# load-images (so `nix flake check` builds them; the images' packages skip tests, run here once),
+# the locked versions and formatting.
+{
+  pkgs,
+  pythonPackages,
+  images,
+}:
 let
   inherit (pkgs) lib;
-  inherit (pythonPackages) python;
+  inherit (pythonPackages) python tested untested;
   ps = python.pkgs;
 
-  # The four packages importable (applications become Python modules through toPythonModule),
-  # with pytest, hypothesis and pyyaml (the consistency test reads docker-compose.yml).
-  testModules = [
-    pythonPackages.common
-    ps.pytest
-    ps.hypothesis
-    ps.pyyaml
-  ]
-  ++ map ps.toPythonModule (lib.attrValues pythonPackages.services);
-  testEnv = python.withPackages (_: testModules);
+  # The four packages importable (applications become Python modules through toPythonModule).
+  modulesOf = set: [ set.common ] ++ map ps.toPythonModule (lib.attrValues set.services);
+
+  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml); tests/
+  # does not use hypothesis.
+  testEnv = python.withPackages (
+    _:
+    modulesOf tested
+    ++ [
+      ps.pytest
+      ps.pyyaml
+    ]
+  );
 
   # Only the files the cross-service tests read.
   integrationSrc = lib.fileset.toSource {
@@ -38,15 +47,17 @@ let
   };
 
   # The services' own console scripts, which the tests spawn by name.
-  servicesBin = lib.makeBinPath (lib.attrValues pythonPackages.services);
+  servicesBin = lib.makeBinPath (lib.attrValues tested.services);
 
   # tests/ against a redis-server the tests start on loopback; tests/container needs Docker.
   integration = pkgs.stdenvNoCC.mkDerivation {
     name = "celery-stack-integration-tests";
     src = integrationSrc;
+    # procps: tests/test_faults.py finds the worker's children with pgrep.
     nativeBuildInputs = [
       testEnv
       pkgs.redis
+      pkgs.procps
     ];
     buildCommand = ''
       cp -r "$src" source
@@ -56,6 +67,25 @@ let
       export PATH="${servicesBin}:$PATH"
       ${testEnv}/bin/python -m pytest -p no:cacheprovider \
         --ignore=tests/container -m "not container" tests
+      touch "$out"
+    '';
+  };
+
+  # The Python distributions the images ship (same versions as the tested ones) against
+  # requirements.lock, so the lock describes what runs in production.
+  imageEnv = python.withPackages (_: modulesOf untested);
+  locked-versions = pkgs.stdenvNoCC.mkDerivation {
+    name = "celery-stack-locked-versions";
+    src = lib.fileset.toSource {
+      root = ../.;
+      fileset = lib.fileset.unions [
+        ../requirements.lock
+        ./lock_check.py
+      ];
+    };
+    buildCommand = ''
+      cd "$src"
+      ${imageEnv}/bin/python nix/lock_check.py requirements.lock
       touch "$out"
     '';
   };
@@ -79,8 +109,11 @@ let
     '';
   };
 
-  checks = pythonPackages.packages // {
-    inherit integration formatting;
-  };
+  checks =
+    pythonPackages.packages
+    // images.packages
+    // {
+      inherit integration locked-versions formatting;
+    };
 in
 checks

@@ -1,6 +1,7 @@
 # devShells.default: Python 3.13 with every dependency and the four packages installed in
 # editable mode from the working tree (edits apply without a rebuild; console scripts and the
-# pytest plugin included), plus redis, ruff, nixfmt and docker-compose.
+# pytest plugin included), plus redis, ruff, nixfmt, docker-compose, git (the shellHook finds the
+# repository root with it) and procps (tests/test_faults.py calls pgrep).
 { pkgs, pythonPackages }:
 let
   inherit (pkgs) lib;
@@ -27,6 +28,7 @@ let
   editableService = dir: deps: editable dir ([ common ] ++ deps);
   services = lib.mapAttrs editableService serviceDependencies;
 
+  # hypothesis: order-service's tests.
   devModules = [
     common
     ps.pytest
@@ -42,10 +44,22 @@ pkgs.mkShell {
     pkgs.ruff
     pkgs.nixfmt
     pkgs.docker-compose
+    pkgs.git
+    pkgs.procps
   ];
 
   shellHook = ''
     export CELERY_STACK_ROOT="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
+    # The host's docker looks for CLI plugins in $DOCKER_CONFIG/cli-plugins, not in PATH: use a
+    # copy of the user's config beside nixpkgs' compose plugin, so `docker compose` works.
+    user_config="''${DOCKER_CONFIG:-$HOME/.docker}/config.json"
+    export DOCKER_CONFIG="$CELERY_STACK_ROOT/.dev-state/docker"
+    mkdir -p "$DOCKER_CONFIG/cli-plugins"
+    ln -sfn ${pkgs.docker-compose}/libexec/docker/cli-plugins/docker-compose "$DOCKER_CONFIG/cli-plugins/"
+    if [ -f "$user_config" ] && [ "$user_config" != "$DOCKER_CONFIG/config.json" ]; then
+      cp -u "$user_config" "$DOCKER_CONFIG/config.json"
+    fi
+    unset user_config
     echo "celery-stack (Python ${python.version}; packages editable from $CELERY_STACK_ROOT)"
     echo "  ./dev up                   run the stack"
     echo "  ./dev test                 run the tests"

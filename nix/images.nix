@@ -13,8 +13,14 @@ let
     extraGroupLines = [ "${spec.user}:x:${gid}:" ];
   };
 
-  # `package` is a flake package (the Python services) or else a nixpkgs attribute (redis).
-  packageOf = name: pythonPackages.packages.${name} or pkgs.${name};
+  # nixpkgs attributes that images.toml names, changed for the images: redis without libsystemd
+  # (nothing in a container talks to systemd).
+  nixpkgsOverrides.redis = pkgs.redis.override { withSystemd = false; };
+
+  # `package` is a flake package (a Python service, built without its tests: `checks` runs
+  # them) or else a nixpkgs attribute (redis).
+  packageOf =
+    name: pythonPackages.untested.packages.${name} or nixpkgsOverrides.${name} or pkgs.${name};
 
   dropNulls = lib.filterAttrs (_: value: value != null);
 

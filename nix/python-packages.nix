@@ -26,57 +26,77 @@ let
     notification-service = [ ];
   };
 
-  # One distribution: its folder alone is the source (pyproject.toml, src/, tests/), hatchling
-  # builds it, and its tests run in the check phase.
-  build =
-    builder: dir: pname: dependencies: extraAttrs:
+  # The four distributions, with (`checks`, `packages`) or without (images) their tests in the
+  # build: an image build must not run tests, and the untested set must not pull in the tested
+  # common-tasks either.
+  packageSet =
+    doCheck:
     let
-      src = ../. + "/${dir}";
+      # One distribution: its folder alone is the source (pyproject.toml, src/, tests/) and
+      # hatchling builds it.
+      build =
+        builder: dir: pname: dependencies: extraAttrs:
+        let
+          src = ../. + "/${dir}";
+        in
+        builder (
+          {
+            inherit
+              pname
+              src
+              dependencies
+              doCheck
+              ;
+            version = (lib.importTOML (src + "/pyproject.toml")).project.version;
+            pyproject = true;
+            build-system = [ ps.hatchling ];
+
+            # The tests start their own redis-server on a free loopback port, so redis only has
+            # to be on PATH (redisTestHook would start a second server on port 6379 that nobody
+            # uses). Only order-service's tests use hypothesis.
+            nativeCheckInputs = [
+              ps.pytestCheckHook
+              pkgs.redis
+            ]
+            ++ lib.optional (dir == "order-service") ps.hypothesis;
+            # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by
+            # itself, and the tests spawn the console scripts by name.
+            preCheck = ''
+              export HOME="$(mktemp -d)"
+              export PATH="$out/bin:$PATH"
+            '';
+            pythonImportsCheck = [ (lib.replaceStrings [ "-" ] [ "_" ] pname) ];
+          }
+          // extraAttrs
+        );
+
+      common = build ps.buildPythonPackage "common" "common-tasks" commonDependencies { };
+      # Each service's console script has the service's name (`nix run .#worker`).
+      mkService =
+        name: deps:
+        build ps.buildPythonApplication name name ([ common ] ++ deps) { meta.mainProgram = name; };
+      services = lib.mapAttrs mkService serviceDependencies;
     in
-    builder (
-      {
-        inherit pname src dependencies;
-        version = (lib.importTOML (src + "/pyproject.toml")).project.version;
-        pyproject = true;
-        build-system = [ ps.hatchling ];
+    {
+      inherit common services;
+      # By distribution name.
+      packages = services // {
+        common-tasks = common;
+      };
+    };
 
-        # The tests start their own redis-server on a free loopback port, so redis only has to be
-        # on PATH (redisTestHook would start a second server on port 6379 that nobody uses).
-        doCheck = true;
-        nativeCheckInputs = [
-          ps.pytestCheckHook
-          ps.hypothesis
-          pkgs.redis
-        ];
-        # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by itself,
-        # and the tests spawn the console scripts by name.
-        preCheck = ''
-          export HOME="$(mktemp -d)"
-          export PATH="$out/bin:$PATH"
-        '';
-        pythonImportsCheck = [ (lib.replaceStrings [ "-" ] [ "_" ] pname) ];
-      }
-      // extraAttrs
-    );
-
-  common = build ps.buildPythonPackage "common" "common-tasks" commonDependencies { };
-  # Each service's console script has the service's name (`nix run .#worker`).
-  mkService =
-    name: deps:
-    build ps.buildPythonApplication name name ([ common ] ++ deps) { meta.mainProgram = name; };
-  services = lib.mapAttrs mkService serviceDependencies;
+  tested = packageSet true;
+  untested = packageSet false;
 in
 {
   inherit
     python
-    common
-    services
     commonDependencies
     serviceDependencies
+    tested
+    untested
     ;
 
-  # packages.<system>: the four distributions under their distribution names.
-  packages = services // {
-    common-tasks = common;
-  };
+  # packages.<system>: the four tested distributions under their distribution names.
+  inherit (tested) packages;
 }
