@@ -25,9 +25,6 @@ def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
     visibility = settings.CELERY_VISIBILITY_TIMEOUT
     return {
         "visibility_timeout": visibility,
-        # kombu >= 5.7: sweep for abandoned unacked messages every few seconds (older kombu ignores these).
-        "unacked_restore_interval": max(1, min(10, visibility // 2)),
-        "unacked_restore_throttle": 1,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_keepalive": True,
@@ -67,7 +64,7 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_expires": RESULT_EXPIRES,
         # Bad messages are rejected with one log line each (instead of a report with a traceback).
-        "worker_consumer": "common_tasks.consumer:OneLineRejectionsConsumer",
+        "worker_consumer": "common_tasks.consumer:ServiceConsumer",
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,

@@ -46,5 +46,4 @@ def worker_service_main(
 
     module, _, function = app_factory.partition(":")
     app = getattr(importlib.import_module(module), function)(settings)
-    run_worker(app, settings, queue, prog)
-    return 0
+    return run_worker(app, settings, queue, prog)

@@ -1,9 +1,26 @@
-"""A Celery consumer that rejects bad messages with one clear log line each.
+"""The Celery consumer the services run: one-line rejections, and no lost task on a broker restart.
 
-Celery's own consumer logs a multi-line report with a traceback (and the whole body) for an unknown
-task, an undecodable body or a refused content type such as pickle. The handling is the same here
-(the message is rejected or acknowledged, never retried, never deserialized as pickle); only the
-log line is shorter, and the result backend is not touched for an unknown task.
+Bad messages: Celery's own consumer logs a multi-line report with a traceback (and the whole body)
+for an unknown task, an undecodable body or a refused content type such as pickle. The handling here
+is the same (the message is rejected or acknowledged, never retried, never deserialized as pickle);
+only the log line is shorter, and the result backend is not touched for an unknown task.
+
+Broker connection loss: with `worker_cancel_long_running_tasks_on_connection_loss`, Celery
+terminates the running acks-late tasks so that the broker redelivers them. Two things go wrong on
+Redis (seen with Celery 5.6 and 5.7, kombu 5.6 and 5.7):
+
+- `Request.cancel` records a RETRY state in the result backend first; with the backend on the same,
+  unreachable Redis that raises, the request is never marked cancelled, and when the terminated task
+  reports back Celery takes it for a revoke and *acknowledges* the message: the task is gone.
+  (Upstream: https://github.com/celery/celery/issues/7185; Celery's shutdown path already passes
+  `emit_retry=False` for acks-late tasks, the connection-loss path does not.)
+- kombu's Redis transport can only put the unacknowledged messages back on the queue while it can
+  still reach Redis; on a restart it cannot, and the messages wait in `unacked` for the visibility
+  timeout (an hour by default).
+
+So this consumer cancels without touching the result backend, remembers the delivery tags it held,
+and, once it has reconnected, moves exactly those messages from `unacked` back to their queue
+(kombu's own atomic `restore_by_tag`). Each loss and each recovery is one log line.
 """
 
 from __future__ import annotations
@@ -13,6 +30,7 @@ from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
+from celery.worker.state import active_requests
 
 logger = logging.getLogger("common_tasks.consumer")
 
@@ -22,7 +40,59 @@ def _describe(message: Any) -> str:
     return f"message {headers.get('id', '?')} on {message.delivery_info.get('routing_key', '?')}"
 
 
-class OneLineRejectionsConsumer(Consumer):  # type: ignore[misc]
+def _unacknowledged_tags(consumer: Consumer) -> list[str]:
+    """Delivery tags this consumer holds and has not acknowledged (kombu's virtual QoS)."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
+    delivered = getattr(qos, "_delivered", None) or {}
+    settled = getattr(qos, "_dirty", set())
+    return [tag for tag in list(delivered) if tag not in settled]
+
+
+class ServiceConsumer(Consumer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interrupted_tags: set[str] = set()
+
+    # -- broker connection loss ------------------------------------------------------------------
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        """Replaces Celery's handler: stop the running acks-late tasks without acknowledging them,
+        and remember every unacknowledged delivery so that `connect` requeues it."""
+        self.interrupted_tags.update(_unacknowledged_tags(self))
+        running = [r for r in tuple(active_requests) if r.task.acks_late and not r.acknowledged]
+        logger.warning(
+            "broker connection lost (%s); %d running task(s) stopped, %d message(s) to requeue on reconnect",
+            exc or type(exc).__name__,
+            len(running),
+            len(self.interrupted_tags),
+        )
+        try:
+            self.connection.collect()
+        except Exception:  # noqa: BLE001 - the connection is gone; nothing left to release
+            pass
+        for request in running:
+            try:
+                request.cancel(self.pool, emit_retry=False)
+            except Exception as error:  # noqa: BLE001 - one task's cancel must not stop the others
+                logger.warning("could not stop task %s: %s", request.id, error)
+
+    def connect(self) -> Any:
+        connection = super().connect()
+        if self.interrupted_tags:
+            self._requeue_interrupted(connection)
+        return connection
+
+    def _requeue_interrupted(self, connection: Any) -> None:
+        qos = connection.default_channel.qos
+        tags, self.interrupted_tags = sorted(self.interrupted_tags), set()
+        for tag in tags:
+            # Atomic and idempotent: a tag that was acknowledged meanwhile is simply gone.
+            qos.restore_by_tag(tag)
+        logger.warning("broker connection restored; %d interrupted message(s) requeued", len(tags))
+
+    # -- bad messages ----------------------------------------------------------------------------
+
     def on_unknown_message(self, body: Any, message: Any) -> None:
         logger.error("rejected %s: not a task message (content type %s)", _describe(message), message.content_type)
         message.reject_log_error(logger, self.connection_errors)

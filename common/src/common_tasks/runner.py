@@ -6,12 +6,16 @@ which is cheaper than `celery inspect ping` (no process on the broker, no reply 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from celery import Celery, bootsteps
 
 from common_tasks.config import WorkerSettings
+
+logger = logging.getLogger("common_tasks.runner")
 
 
 def install_heartbeat(app: Celery, path: str, interval: float) -> None:
@@ -41,6 +45,49 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
     app.steps["consumer"].add(HeartbeatFile)
 
 
+def sweep_interval(visibility_timeout: int) -> float:
+    """Seconds between sweeps for abandoned messages: a few per visibility timeout, at most 10 s."""
+    return float(max(1, min(10, visibility_timeout // 2)))
+
+
+def install_abandoned_message_sweep(app: Celery, interval: float) -> None:
+    """Puts messages that a dead worker left unacknowledged back on their queue once their
+    visibility timeout has passed, checking every `interval` seconds.
+
+    kombu's Redis transport does this itself only about every 100 s (kombu 5.6: every 10th call of
+    a 10 s timer; 5.7 made it configurable), so an order of a killed worker would wait up to the
+    visibility timeout plus 100 s. This calls the same, mutex-guarded `restore_visible` on every
+    tick instead; any worker may run it, and Redis's mutex lets one sweep at a time.
+    """
+
+    class AbandonedMessageSweep(bootsteps.StartStopStep):
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: object, **kwargs: object) -> None:
+            super().__init__(parent, **kwargs)
+            self.timer_ref: object | None = None
+
+        def start(self, consumer: Any) -> None:
+            qos = getattr(getattr(consumer.task_consumer, "channel", None), "qos", None)
+            if not hasattr(qos, "restore_visible"):
+                return  # not the Redis transport
+
+            def sweep() -> None:
+                try:
+                    qos.restore_visible(num=100, interval=1)
+                except Exception as error:  # noqa: BLE001 - a broker outage; the next tick tries again
+                    logger.debug("abandoned-message sweep skipped: %s", error)
+
+            self.timer_ref = consumer.timer.call_repeatedly(interval, sweep)
+
+        def stop(self, consumer: object) -> None:
+            if self.timer_ref is not None:
+                self.timer_ref.cancel()  # type: ignore[attr-defined]
+                self.timer_ref = None
+
+    app.steps["consumer"].add(AbandonedMessageSweep)
+
+
 def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[str]:
     return [
         "worker",
@@ -59,6 +106,16 @@ def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[
     ]
 
 
-def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: str) -> None:
+def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: str) -> int:
+    """Run the worker until it stops; returns its exit status.
+
+    Not `app.worker_main()`: that drops the worker's exit status, so a worker that stopped on an
+    unrecoverable error would exit 0 and a supervisor that restarts on failure only would not see it.
+    """
+    from celery.bin.celery import celery as celery_command
+
     install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
-    app.worker_main(worker_argv(settings, queue, node_prefix))
+    install_abandoned_message_sweep(app, sweep_interval(settings.CELERY_VISIBILITY_TIMEOUT))
+    celery_command.params[0].default = app  # what app.start() does: the `--app` option's default
+    status = celery_command.main(args=worker_argv(settings, queue, node_prefix), standalone_mode=False)
+    return status if isinstance(status, int) else 0
