@@ -63,6 +63,8 @@ def test_delivery_claims(redis_client: redis.Redis) -> None:
     store.create(ORDER_ID, REQUEST)
     assert store.claim_delivery(ORDER_ID, "a", 60) == "claimed"
     assert store.claim_delivery(ORDER_ID, "b", 60) == "busy"
+    assert store.claim_delivery(ORDER_ID, "a", 90) == "claimed"  # the same message again takes over
+    assert 60 < redis_client.ttl(f"order:{ORDER_ID}:delivering") <= 90
     store.release_delivery(ORDER_ID)
     assert store.claim_delivery(ORDER_ID, "b", 60) == "claimed"
     assert store.record_delivery(ORDER_ID) == 1

@@ -100,6 +100,28 @@ def test_reconciler_finishes_an_order_whose_message_was_lost(
     assert f"reconciler: re-dispatched order {'e' * 32} (status accepted" in worker.log()
 
 
+def test_reconciler_leaves_a_queued_backlog_alone(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    store = OrderStore(redis_server.client())
+    app = redis_server.celery_app()
+    order_ids = [f"{index:032x}" for index in range(8)]
+    for order_id in order_ids:
+        send_process_order(app, place(store, order_id))
+    # One slow task at a time: the backlog waits far longer than the reconciler's delay.
+    worker = services.start(
+        "worker",
+        WORKER_CONCURRENCY="1",
+        WORKER_SIMULATED_WORK_SECONDS="0.5",
+        RECONCILE_AFTER_SECONDS="0.5",
+        RECONCILE_INTERVAL_SECONDS="0.2",
+    )
+    wait_until(lambda: all(completed(store, o) for o in order_ids), 30, "the backlog never drained")
+    assert "re-dispatched" not in worker.log()
+    assert sum(worker.log().count(f"order {o} completed") for o in order_ids) == len(order_ids)
+    assert len(confirmations_queued(redis_client)) == len(order_ids)
+
+
 def test_healthcheck_follows_the_heartbeat(services: ServiceLauncher, tmp_path) -> None:
     heartbeat = str(tmp_path / "hb")
     worker = services.start("worker", WORKER_HEARTBEAT_FILE=heartbeat)

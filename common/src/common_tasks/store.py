@@ -137,12 +137,18 @@ return -1
 """
 
 # Decides whether this caller may deliver the confirmation now, claiming it for ARGV[2] seconds if so.
+# A claim held by the same task id is an interrupted attempt of this very message (redelivered after
+# a kill or a broker restart): it is taken over rather than waited for.
 _CLAIM_DELIVERY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
 local state = redis.call('HMGET', KEYS[1], 'notifications_sent', 'notification')
 if tonumber(state[1] or '0') > 0 then return 'delivered' end
 if state[2] == 'failed' then return 'failed' end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return 'claimed'
+end
 return 'busy'
 """
 
@@ -239,7 +245,8 @@ class OrderStore:
 
     def claim_delivery(self, order_id: str, owner: str, seconds: int) -> DeliveryClaim:
         """`claimed` when the caller may deliver now: a short lock, so that two copies of one message
-        never deliver concurrently; otherwise why not (`busy` means another copy is delivering)."""
+        never deliver concurrently; otherwise why not (`busy`: another copy, with another task id,
+        holds the claim)."""
         keys = [order_key(order_id), delivery_claim_key(order_id)]
         return self._claim_delivery(keys=keys, args=[owner, seconds])  # type: ignore[no-any-return]
 
@@ -250,7 +257,8 @@ class OrderStore:
         """Open orders whose last dispatch is older than `older_than` (a Unix time)."""
         return list(self.client.zrangebyscore(OPEN_ORDERS_KEY, "-inf", older_than, start=0, num=limit))
 
-    def mark_redispatched(self, order_id: str) -> None:
+    def touch_open(self, order_id: str) -> None:
+        """Restart the open order's idle clock (the reconciler looks again after its delay)."""
         self.client.zadd(OPEN_ORDERS_KEY, {order_id: time.time()}, xx=True)
 
     def forget_open(self, order_id: str) -> None:

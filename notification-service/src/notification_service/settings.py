@@ -13,6 +13,14 @@ class NotificationSettings(WorkerSettings):
     NOTIFICATION_MAX_RETRIES: int = Field(default=5, ge=0, le=50)
     # First retry delay; doubles on every retry (capped at 60 s), with jitter.
     NOTIFICATION_RETRY_BACKOFF_SECONDS: float = Field(default=1.0, gt=0, le=60)
+    # One delivery attempt may take this long before it counts as a transient failure.
+    NOTIFICATION_DELIVERY_TIMEOUT_SECONDS: int = Field(default=30, ge=1, le=3600)
+
+    @property
+    def delivery_claim_seconds(self) -> int:
+        """How long a delivery claim lives: the attempt's hard time limit (soft limit + 10 s), after
+        which the pool child running it is killed, so an older claim belongs to no live attempt."""
+        return self.NOTIFICATION_DELIVERY_TIMEOUT_SECONDS + 10
 
     @field_validator("NOTIFICATION_CHANNEL")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
@@ -19,8 +20,8 @@ from notification_service.settings import NotificationSettings
 logger = get_task_logger("notification_service.tasks")
 
 STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
-# Long enough for one delivery; a crashed delivery frees the order after this many seconds.
-DELIVERY_CLAIM_SECONDS = 60
+# Worth another try: the channel said so, or the delivery ran out of time (soft time limit).
+TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError, SoftTimeLimitExceeded)
 
 
 def backoff_seconds(base: float, retries: int) -> float:
@@ -38,6 +39,10 @@ def register_notification_tasks(
     @app.task(
         name=SEND_ORDER_CONFIRMATION.name,
         bind=True,
+        # One delivery attempt is cut off (a transient failure) after NOTIFICATION_DELIVERY_TIMEOUT_SECONDS
+        # and killed a little later; a claim cannot outlive that, so it expires with the hard limit.
+        soft_time_limit=settings.NOTIFICATION_DELIVERY_TIMEOUT_SECONDS,
+        time_limit=settings.delivery_claim_seconds,
         autoretry_for=STORE_ERRORS,
         retry_backoff=True,
         retry_backoff_max=60,
@@ -53,7 +58,7 @@ def register_notification_tasks(
             logger.error("rejected message %s: %s", self.request.id, violation)
             return
         order_id = confirmation.order_id
-        claim = store.claim_delivery(order_id, self.request.id or "", DELIVERY_CLAIM_SECONDS)
+        claim = store.claim_delivery(order_id, self.request.id or "", settings.delivery_claim_seconds)
         if claim == "unknown":
             logger.warning("order %s: no such order in the store, confirmation dropped", order_id)
             return
@@ -64,12 +69,14 @@ def register_notification_tasks(
         if claim == "failed":
             return
         if claim == "busy":
-            # Another copy of this message is delivering right now; look again shortly.
-            countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
-            raise self.retry(countdown=countdown, max_retries=None)
+            # A duplicate (another task id) while a copy is delivering. That copy reports the outcome,
+            # or, if it dies, its own message is redelivered and takes its claim over: this one is
+            # dropped instead of retried, so duplicates never pile up as retries.
+            logger.info("order %s: another copy is delivering the confirmation; duplicate dropped", order_id)
+            return
         try:
             channel.send(confirmation)
-        except (TransientChannelError, ConnectionError, TimeoutError) as error:
+        except TRANSIENT_DELIVERY_ERRORS as error:
             store.release_delivery(order_id)
             if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
                 logger.error(

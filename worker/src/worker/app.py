@@ -15,5 +15,5 @@ def create_worker_app(settings: OrderWorkerSettings) -> Celery:
     app = create_celery_app(settings, "worker")
     store = OrderStore.from_url(settings.order_store_url)
     register_order_tasks(app, settings, store)
-    install_reconciler(app, store, settings.reconcile_after, settings.RECONCILE_INTERVAL_SECONDS)
+    install_reconciler(app, store, settings.RECONCILE_AFTER_SECONDS, settings.RECONCILE_INTERVAL_SECONDS)
     return app

@@ -10,11 +10,9 @@ from common_tasks.config import WorkerSettings
 class OrderWorkerSettings(WorkerSettings):
     # Sleep this long in every order task: a stand-in for real work in demos and fault tests.
     WORKER_SIMULATED_WORK_SECONDS: float = Field(default=0.0, ge=0, le=3600)
-    # The reconciler re-dispatches orders left unfinished this long (default: 2 x visibility timeout),
-    # which recovers the rare message that a killed worker took but Redis never saw unacknowledged.
-    RECONCILE_AFTER_SECONDS: float | None = Field(default=None, gt=0)
-    RECONCILE_INTERVAL_SECONDS: float = Field(default=60.0, gt=0)
-
-    @property
-    def reconcile_after(self) -> float:
-        return self.RECONCILE_AFTER_SECONDS or 2.0 * self.CELERY_VISIBILITY_TIMEOUT
+    # The reconciler re-sends the next step of an order idle this long whose message is in no queue
+    # and not unacknowledged: the rare message that a killed worker took but Redis never saw
+    # unacknowledged. Orders that a message still names are never re-sent, so the delay only bounds
+    # how long such a loss goes unnoticed; a shorter one costs a scan of the queues more often.
+    RECONCILE_AFTER_SECONDS: float = Field(default=120.0, gt=0)
+    RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)
