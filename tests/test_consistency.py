@@ -99,6 +99,13 @@ def test_every_variable_set_for_a_service_is_one_it_reads(key: str) -> None:
     assert set(COMPOSE["services"][key]["environment"]) <= known
 
 
+@pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))
+def test_compose_passes_every_setting_through(key: str) -> None:
+    fixed_by_the_image = {"HOST", "PORT"}  # where the container listens is not a user's choice
+    wanted = set(PYTHON_SERVICES[key].model_fields) - fixed_by_the_image
+    assert wanted <= set(COMPOSE["services"][key]["environment"])
+
+
 def test_redis_persists_with_aof_on_a_named_volume() -> None:
     redis = COMPOSE["services"]["redis"]
     command = redis["command"]

@@ -18,7 +18,8 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 class CommonSettings(BaseSettings):
     """Variables every service reads. Field names are the environment variable names."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    # An empty variable counts as unset (compose passes every setting through, empty when not given).
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, env_ignore_empty=True)
 
     CELERY_BROKER_URL: str = "redis://localhost:6379/0"
     CELERY_RESULT_BACKEND: str = "redis://localhost:6379/1"
