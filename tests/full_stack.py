@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +49,14 @@ class Stack:
                     pending.discard(order_id)
             return not pending
 
-        wait_until(all_finished, timeout, f"{len(pending)} of {len(order_ids)} orders never finished", 0.1)
+        try:
+            wait_until(all_finished, timeout, "orders never finished", 0.1)
+        except AssertionError:
+            states = Counter(f"{v['status']}/{v['notification']}" for v in map(self.order, sorted(pending)))
+            raise AssertionError(
+                f"{len(pending)} of {len(order_ids)} orders unfinished after {timeout:.0f}s: {dict(states)}; "
+                f"e.g. {sorted(pending)[:3]}"
+            ) from None
         return [views[order_id] for order_id in order_ids]
 
     def audit(self, order_ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
@@ -56,3 +66,41 @@ class Stack:
         assert [v["notification"] for v in views] == ["sent"] * len(order_ids)
         assert [v["notifications_sent"] for v in views] == [1] * len(order_ids)
         return views
+
+
+class OrderLoad:
+    """Posts orders at a steady rate from a thread until stopped; keeps every answer it got."""
+
+    def __init__(self, api: str, rate: float) -> None:
+        self.api = api
+        self.interval = 1.0 / rate
+        self.accepted: list[str] = []
+        self.statuses: Counter[int | str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="order-load", daemon=True)
+
+    def __enter__(self) -> OrderLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                response = http_request("POST", f"{self.api}/orders", sample_order(), timeout=10)
+            except OSError as error:  # the API itself unreachable: counted, never expected
+                self.statuses[type(error).__name__] += 1
+            else:
+                self.statuses[response.status] += 1
+                if response.status == 202:
+                    self.accepted.append(str(response.json()["order_id"]))
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def unexpected(self) -> dict[int | str, int]:
+        """Answers other than 202 (accepted) and 503 (Redis unreachable)."""
+        return {status: count for status, count in self.statuses.items() if status not in (202, 503)}
