@@ -6,12 +6,14 @@ images from a container registry, so tests/container builds look-alikes from Deb
 and the project's own wheels, close enough for the compose tests to exercise the real
 docker-compose.yml:
 
-* base: ``debootstrap --variant=minbase bookworm`` (mirror read from this machine's apt
-  configuration at run time) with Debian's python3 (3.11) or redis-server + redis-cli, cached
-  as a tarball and ``docker import``-ed;
+* base: ``debootstrap --variant=minbase trixie`` (mirror read from this machine's apt
+  configuration at run time) with Debian's python3 (3.13, the minor nixpkgs 26.05 builds the
+  images with) or redis-server + redis-cli, cached as a tarball and ``docker import``-ed;
 * Python services: wheels built on the host (``pip wheel`` for ./common ./worker
-  ./order-service ./notification-service, dependencies fetched as cp311 manylinux wheels),
-  installed inside the build with ``pip --no-index`` (no network used inside containers);
+  ./order-service ./notification-service); each service's third-party closure resolved by
+  ``uv pip compile`` with every version forced to requirements.lock's (the versions nixpkgs 26.05
+  ships, nix/nixpkgs-versions.toml), fetched as manylinux wheels for the image's interpreter and
+  installed inside the build with ``pip --no-index --no-deps`` (no network used inside containers);
 * like the Nix images: non-root user ``app`` (uid/gid from images.toml), /tmp mode 1777, the
   console script on PATH under /bin and as Entrypoint, the same Env and WorkingDir, and no
   shell: /bin/sh, dash and bash are removed in the final step (set STANDIN_KEEP_SHELL=1 to keep
@@ -19,7 +21,8 @@ docker-compose.yml:
   not matter for tests.
 
 Differences that remain: Debian userland files (coreutils etc.) are present, python3 is
-Debian's 3.11 rather than nixpkgs', and the layers are not content-addressed by Nix.
+Debian's 3.13 rather than nixpkgs' (another patch level), and the layers are not
+content-addressed by Nix.
 
 Usage: python3 tests/container/standin_images.py [--only worker,redis] [--no-cache]
 """
@@ -44,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 IMAGES_TOML = REPO / "nix" / "images.toml"
 CACHE = Path(os.environ.get("CELERY_STACK_CACHE", "/var/cache/celery-stack-tests"))
-SUITE = "bookworm"
+SUITE = "trixie"
 PY_PACKAGE_DIRS = ["common", "worker", "order-service", "notification-service"]
 STANDIN_LABEL = "org.celery-stack.standin"
 
@@ -240,12 +243,39 @@ def image_python(base: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def build_wheels(wheel_dir: Path, base: str, no_cache: bool = False) -> None:
-    """Project wheels from the source tree + their third-party dependencies as cp311 wheels.
+def locked_pins() -> list[str]:
+    """Every pin of requirements.lock as `name==version ; marker`: the marker stays, since an
+    override replaces a dependency's requirement whole (markers included)."""
+    pins = []
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*==[^\s;\\]+)\s*(;[^\\]+)?", line)
+        if match:
+            pins.append(match[1] + (f" {match[2].strip()}" if match[2] else ""))
+    return pins
 
-    The project's own distributions are never looked up on the index: names such as `worker`
-    exist on PyPI and belong to someone else. Only the third-party requirements read from the
-    local wheels' metadata are downloaded; the image then installs with --no-index.
+
+def service_closure(requirements: list[str], py_version: str) -> list[str]:
+    """The exact third-party distributions `requirements` need on the image's interpreter, every
+    version forced to requirements.lock's (an override, as nixpkgs ignores kombu's bound on redis)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        reqs, overrides = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
+        reqs.write_text("\n".join(requirements) + "\n")
+        overrides.write_text("\n".join(locked_pins()) + "\n")
+        out = run(
+            ["uv", "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-version", py_version,
+             "--python-platform", "linux", "--override", str(overrides), str(reqs)],
+            capture_output=True,
+            text=True,
+        ).stdout  # fmt: skip
+    return [line.strip() for line in out.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
+
+
+def build_wheels(wheel_dir: Path, base: str, services: dict[str, str], no_cache: bool = False) -> dict[str, list[str]]:
+    """Project wheels from the source tree + their third-party dependencies at the locked versions.
+
+    Returns, per package of `services` (images.toml key -> package), the wheel file names its image
+    installs. The project's own distributions are never looked up on the index: names such as
+    `worker` exist on PyPI and belong to someone else.
     """
     machine = platform.machine()
     py_version, glibc = image_python(base)
@@ -253,97 +283,50 @@ def build_wheels(wheel_dir: Path, base: str, no_cache: bool = False) -> None:
     log(f"    image interpreter: CPython {py_version}, glibc {glibc}")
     local = [str(REPO / d) for d in PY_PACKAGE_DIRS]
     pip(["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), *local])
-    reqs: list[str] = []
-    for whl in sorted(wheel_dir.glob("*.whl")):
-        for req in wheel_requirements(whl):
-            name = re.match(r"[A-Za-z0-9._-]+", req).group(0)  # type: ignore[union-attr]
-            if _canonical(name) not in LOCAL_DISTS and req not in reqs:
-                reqs.append(req)
-    log(f"    third-party requirements: {', '.join(reqs)}")
-    # For the image's interpreter (Debian bookworm: CPython 3.11.2, glibc 2.36): the full
-    # version matters for markers (redis needs async-timeout before 3.11.3). Older pip does not
-    # expand manylinux_2_36 to the older tags, so every compatible one is listed.
+    project = {_canonical(whl.name.split("-")[0]): whl for whl in wheel_dir.glob("*.whl")}
+
+    def third_party(dist: str) -> list[str]:
+        reqs = [
+            r
+            for r in wheel_requirements(project[dist])
+            if _canonical(re.split(r"[ ;<>=!~\[]", r)[0]) not in LOCAL_DISTS
+        ]
+        return reqs + (third_party("common-tasks") if dist != "common-tasks" else [])
+
+    closures = {package: service_closure(third_party(_canonical(package)), py_version) for package in services.values()}
+    pins = sorted({pin for closure in closures.values() for pin in closure})
+    log(f"    third-party distributions: {', '.join(pins)}")
+    # For the image's interpreter: its glibc decides which manylinux wheels fit. Older pip does not
+    # expand manylinux_2_N to the older tags, so every compatible one is listed.
     platforms: list[str] = []
     for minor in range(glibc_minor, 4, -1):
         platforms += ["--platform", f"manylinux_2_{minor}_{machine}"]
-    platforms += [
-        "--platform",
-        f"manylinux2014_{machine}",
-        "--platform",
-        f"manylinux2010_{machine}",
-        "--platform",
-        f"manylinux1_{machine}",
-    ]
-    download = [
-        "download",
-        "-q",
-        "--only-binary=:all:",
-        *platforms,
-        "--python-version",
-        py_version,
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp" + "".join(py_version.split(".")[:2]),
-        "-d",
-        str(wheel_dir),
-    ]
-    # Third-party wheels are cached per (requirements, interpreter); the project's are always rebuilt.
-    key = hashlib.sha256(json.dumps([reqs, py_version, glibc, machine]).encode()).hexdigest()[:12]
+    platforms += ["--platform", f"manylinux2014_{machine}", "--platform", f"manylinux2010_{machine}",
+                  "--platform", f"manylinux1_{machine}"]  # fmt: skip
+    abi = "cp" + "".join(py_version.split(".")[:2])
+    download = ["download", "-q", "--no-deps", "--only-binary=:all:", *platforms, "--python-version", py_version,
+                "--implementation", "cp", "--abi", abi, "-d", str(wheel_dir)]  # fmt: skip
+    # Third-party wheels are cached per (pins, interpreter); the project's are always rebuilt.
+    key = hashlib.sha256(json.dumps([pins, py_version, glibc, machine]).encode()).hexdigest()[:12]
     cached = CACHE / "wheelhouse" / key
-    local_wheels = {p.name for p in wheel_dir.glob("*.whl")}
     if not no_cache and (cached / ".complete").exists():
         log(f"    third-party wheels from cache {cached}")
         for whl in cached.glob("*.whl"):
             shutil.copy2(whl, wheel_dir / whl.name)
     else:
-        pip([*download, *reqs])
-    check_offline_install(wheel_dir, base, download)
-    if no_cache or not (cached / ".complete").exists():
+        pip([*download, *pins])
         shutil.rmtree(cached, ignore_errors=True)
         cached.mkdir(parents=True)
         for whl in wheel_dir.glob("*.whl"):
-            if whl.name not in local_wheels:
+            if whl not in project.values():
                 shutil.copy2(whl, cached / whl.name)
         (cached / ".complete").touch()
-
-
-def check_offline_install(wheel_dir: Path, base: str, download: list[str]) -> None:
-    # pip evaluates environment markers with the HOST interpreter, not --python-version, so a
-    # dependency such as `async-timeout; python_full_version < "3.11.3"` can be missed. Ask the
-    # image's own pip (offline, in a throwaway container) what it cannot find, and fetch that.
-    check = (
-        "python3 -m venv /tmp/v >/dev/null && /tmp/v/bin/pip install -q --dry-run --no-index "
-        "--find-links /wheels " + " ".join(sorted(LOCAL_DISTS - {"common-tasks"})) + " 2>&1"
-    )
-    for _ in range(10):
-        r = subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                f"{wheel_dir}:/wheels:ro",
-                base,
-                "/bin/sh",
-                "-c",
-                check,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode == 0:
-            return
-        missing = re.findall(r"No matching distribution found for (.+)", r.stdout)
-        if not missing:
-            log(r.stdout[-4000:])
-            raise SystemExit("offline install check failed")
-        req = missing[0].split(";")[0].strip()
-        log(f"    also needed by the image's interpreter: {req}")
-        pip([*download, req])
-    raise SystemExit("offline install check still failing after 10 rounds")
+    by_name = {_canonical(whl.name.split("-")[0]): whl.name for whl in wheel_dir.glob("*.whl")}
+    return {
+        package: [by_name[_canonical(pin.split("==")[0])] for pin in closure]
+        + [project["common-tasks"].name, project[_canonical(package)].name]
+        for package, closure in closures.items()
+    }
 
 
 def toml_config() -> dict:
@@ -391,16 +374,16 @@ def final_stage(lines: list[str], cfg: dict, svc: dict, keep_shell: bool) -> str
     return "\n".join(lines) + "\n"
 
 
-def dockerfile_python(base: str, cfg: dict, svc: dict, keep_shell: bool) -> str:
+def dockerfile_python(base: str, cfg: dict, svc: dict, keep_shell: bool, wheels: list[str]) -> str:
     entry = svc["entrypoint"]
-    pkg = svc["package"]
+    paths = " ".join(f"/wheels/{name}" for name in wheels)
     lines = [
         "# TEST STAND-IN for the Nix-built product image (nix/images.nix); generated by",
         "# tests/container/standin_images.py. Not a product artefact.",
         f"FROM {base} AS build",
         "COPY wheels /wheels",
-        # Build stage may use the shell; the final stage gets none.
-        f"RUN python3 -m venv /opt/app && /opt/app/bin/pip install -q --no-index --find-links /wheels {pkg}"
+        # Build stage may use the shell; the final stage gets none. Exactly the resolved closure.
+        f"RUN python3 -m venv /opt/app && /opt/app/bin/pip install -q --no-index --no-deps {paths}"
         " && /opt/app/bin/pip uninstall -q -y pip setuptools",
         "",
         f"FROM {base}",
@@ -480,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"service sources not present yet: {missing}")
             wheels = tmp / "wheels"
             wheels.mkdir()
-            with timed("wheels (pip wheel + cp311 manylinux deps)"):
-                build_wheels(wheels, bases["python"], args.no_cache)
+            with timed("wheels (pip wheel + locked manylinux deps)"):
+                packages = {key: services[key]["package"] for key in py_services}
+                image_wheels = build_wheels(wheels, bases["python"], packages, args.no_cache)
                 log(f"    {len(list(wheels.glob('*.whl')))} wheels")
         for key in wanted:
             svc = services[key]
@@ -493,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                     text = dockerfile_redis(bases["redis"], cfg, svc, keep_shell)
                 else:
                     shutil.copytree(tmp / "wheels", ctx / "wheels")
-                    text = dockerfile_python(bases["python"], cfg, svc, keep_shell)
+                    text = dockerfile_python(bases["python"], cfg, svc, keep_shell, image_wheels[svc["package"]])
                 (ctx / "Dockerfile").write_text(text)
                 docker_build(ctx, ref)
     # Earlier builds of these images, now untagged (only final stand-in images: the untagged

@@ -413,6 +413,31 @@ def test_redis_restart_keeps_queued_orders(stack: Stack):
         check_done(rec)
 
 
+def test_redis_restart_with_tasks_running(stack: Stack):
+    # 1 s tasks on 3 replicas x 2 processes: several are running when Redis restarts. The
+    # reconciler is an hour away, so only the workers' own requeue can finish them in time.
+    env = stack.env(WORKER_SIMULATED_WORK_SECONDS="1", RECONCILE_AFTER_SECONDS="3600")
+    stack.up("--scale", "worker=3", env=env, label="up --wait --scale worker=3 (work 1s)")
+    ids = [stack.post_order(400 + i) for i in range(30)]
+    deadline = time.monotonic() + 30
+    while sum((stack.get_order(oid) or {}).get("status") == "processing" for oid in ids) < 2:
+        assert time.monotonic() < deadline, "no task started"
+        time.sleep(0.1)
+    stack.compose("restart", "redis", env=env, timeout=120)
+    back = time.monotonic()
+    records = stack.wait_orders(ids, done_and_notified, timeout=90)
+    TIMINGS.append(("redis restart with tasks running: all 30 orders done", time.monotonic() - back))
+    for rec in records.values():
+        check_done(rec)
+    # `restart: unless-stopped` would hide a service that exited by itself: none may have restarted.
+    for service in ("worker", "notification-service"):
+        for cid in stack.container_ids(service):
+            restarts = subprocess.run(
+                ["docker", "inspect", "--format", "{{.RestartCount}}", cid], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert restarts == "0", f"{service} container {cid[:12]} restarted {restarts} time(s)"
+
+
 def test_down_removes_everything(stack: Stack):
     t0 = time.monotonic()
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "60", timeout=180)
