@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
+
+# gunicorn parses WEB_CONCURRENCY itself when it is imported; compose passes the variable empty
+# when it is not set, which the settings treat as unset, but int("") would stop gunicorn.
+if os.environ.get("WEB_CONCURRENCY") == "":
+    del os.environ["WEB_CONCURRENCY"]
 
 from gunicorn.app.base import BaseApplication
 
