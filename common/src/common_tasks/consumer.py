@@ -20,7 +20,9 @@ Redis (seen with Celery 5.6 and 5.7, kombu 5.6 and 5.7):
 
 So this consumer cancels without touching the result backend, remembers the delivery tags it held,
 and, once it has reconnected, moves exactly those messages from `unacked` back to their queue
-(kombu's own atomic `restore_by_tag`). Each loss and each recovery is one log line.
+(kombu's own atomic `restore_by_tag`). Each loss and each recovery is one log line. A task that
+finished just as the connection dropped cannot be acknowledged; kombu's "Couldn't ack" report for
+it is shortened to one line (`quiet_ack_failures`), and its message is requeued with the others.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
-from celery.worker.state import active_requests
+from celery.worker.state import active_requests, reserved_requests
 
 logger = logging.getLogger("common_tasks.consumer")
 
@@ -40,33 +42,65 @@ def _describe(message: Any) -> str:
     return f"message {headers.get('id', '?')} on {message.delivery_info.get('routing_key', '?')}"
 
 
-def _unacknowledged_tags(consumer: Consumer) -> list[str]:
-    """Delivery tags this consumer holds and has not acknowledged (kombu's virtual QoS)."""
-    task_consumer = getattr(consumer, "task_consumer", None)
-    qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
+def _task_channel(consumer: Consumer) -> Any:
+    return getattr(getattr(consumer, "task_consumer", None), "channel", None)
+
+
+def _unacknowledged_tags(channel: Any) -> list[str]:
+    """Delivery tags this channel holds and has not acknowledged (kombu's virtual QoS)."""
+    qos = getattr(channel, "qos", None)
     delivered = getattr(qos, "_delivered", None) or {}
     settled = getattr(qos, "_dirty", set())
     return [tag for tag in list(delivered) if tag not in settled]
 
 
+class QuietAckFailures(logging.Filter):
+    """kombu reports a failed ack (the broker connection is down) as CRITICAL with a traceback; the
+    message simply stays unacknowledged and is requeued on reconnect, so one warning line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(("Couldn't ack", "Couldn't reject")):
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg += " (the message is requeued when the broker is back)"
+        return True
+
+
+def quiet_ack_failures() -> None:
+    request_logger = logging.getLogger("celery.worker.request")  # the logger Celery's acks report to
+    if not any(isinstance(f, QuietAckFailures) for f in request_logger.filters):
+        request_logger.addFilter(QuietAckFailures())
+
+
 class ServiceConsumer(Consumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        quiet_ack_failures()
         self.interrupted_tags: set[str] = set()
+        self.waiting_requests: list[Any] = []
 
     # -- broker connection loss ------------------------------------------------------------------
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        """Replaces Celery's handler: stop the running acks-late tasks without acknowledging them,
-        and remember every unacknowledged delivery so that `connect` requeues it."""
-        self.interrupted_tags.update(_unacknowledged_tags(self))
-        running = [r for r in tuple(active_requests) if r.task.acks_late and not r.acknowledged]
+        """Replaces Celery's handler. Running acks-late tasks are stopped without being acknowledged
+        and their messages requeued once reconnected (as are those of tasks that finished but could
+        not be acknowledged). Requests that have not started (an ETA retry waiting in this worker)
+        stay here and are acknowledged through the new connection: requeued as well, they would run
+        twice at once."""
+        channel = _task_channel(self)
+        running = [r for r in tuple(active_requests) if r.task.acks_late and not r.acknowledged and r.time_start]
+        waiting = [r for r in tuple(reserved_requests) if not r.time_start and not r.acknowledged]
+        waiting_tags = {r.message.delivery_tag for r in waiting}
+        self.interrupted_tags.update(tag for tag in _unacknowledged_tags(channel) if tag not in waiting_tags)
+        self.waiting_requests.extend(waiting)
         logger.warning(
             "broker connection lost (%s); %d running task(s) stopped, %d message(s) to requeue on reconnect",
             exc or type(exc).__name__,
             len(running),
             len(self.interrupted_tags),
         )
+        if channel is not None:
+            channel.do_restore = False  # kombu would requeue every delivery, waiting ones too
         try:
             self.connection.collect()
         except Exception:  # noqa: BLE001 - the connection is gone; nothing left to release
@@ -76,20 +110,29 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
                 request.cancel(self.pool, emit_retry=False)
             except Exception as error:  # noqa: BLE001 - one task's cancel must not stop the others
                 logger.warning("could not stop task %s: %s", request.id, error)
+            # Its message is requeued on reconnect; acknowledging it on the dead channel could only fail.
+            request.acknowledged = True
 
     def connect(self) -> Any:
         connection = super().connect()
-        if self.interrupted_tags:
-            self._requeue_interrupted(connection)
+        if self.interrupted_tags or self.waiting_requests:
+            self._recover(connection)
         return connection
 
-    def _requeue_interrupted(self, connection: Any) -> None:
-        qos = connection.default_channel.qos
+    def _recover(self, connection: Any) -> None:
+        channel = connection.default_channel
         tags, self.interrupted_tags = sorted(self.interrupted_tags), set()
         for tag in tags:
             # Atomic and idempotent: a tag that was acknowledged meanwhile is simply gone.
-            qos.restore_by_tag(tag)
-        logger.warning("broker connection restored; %d interrupted message(s) requeued", len(tags))
+            channel.qos.restore_by_tag(tag)
+        waiting, self.waiting_requests = self.waiting_requests, []
+        for request in waiting:
+            request.message.channel = channel  # its ack (after it runs) goes through the live connection
+        logger.warning(
+            "broker connection restored; %d interrupted message(s) requeued, %d waiting task(s) kept",
+            len(tags),
+            len(waiting),
+        )
 
     # -- bad messages ----------------------------------------------------------------------------
 
