@@ -77,3 +77,11 @@ class RecordNotification(_Contract):
     order_id: OrderId
     outcome: Literal["sent", "failed"]
     detail: Annotated[str, StringConstraints(max_length=500)] = ""
+    # Confirmations the channel delivered so far (notification-service's ledger). Absent in messages
+    # of earlier versions of the service: then 1 for `sent`, 0 for `failed`.
+    deliveries: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+    def delivery_count(self) -> int:
+        if self.deliveries is not None:
+            return self.deliveries
+        return 1 if self.outcome == "sent" else 0

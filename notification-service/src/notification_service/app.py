@@ -7,15 +7,15 @@ import sys
 from celery import Celery
 
 from common_tasks.celery_app import create_celery_app
-from common_tasks.store import OrderStore
 from notification_service.channels import load_channel
+from notification_service.ledger import DeliveryLedger
 from notification_service.settings import NotificationSettings
 from notification_service.tasks import register_notification_tasks
 
 
 def create_notification_app(settings: NotificationSettings) -> Celery:
     app = create_celery_app(settings, "notification-service")
-    store = OrderStore.from_url(settings.order_store_url)
+    ledger = DeliveryLedger.from_url(settings.ledger_url)
     try:
         channel = load_channel(settings.NOTIFICATION_CHANNEL)
     except (ImportError, AttributeError, TypeError) as error:
@@ -24,5 +24,5 @@ def create_notification_app(settings: NotificationSettings) -> Celery:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    register_notification_tasks(app, settings, store, channel)
+    register_notification_tasks(app, settings, ledger, channel)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from common_tasks.config import WorkerSettings
+from common_tasks.config import WorkerSettings, check_redis_url
 
 
 class NotificationSettings(WorkerSettings):
@@ -13,8 +13,19 @@ class NotificationSettings(WorkerSettings):
     NOTIFICATION_MAX_RETRIES: int = Field(default=5, ge=0, le=50)
     # First retry delay; doubles on every retry (capped at 60 s), with jitter.
     NOTIFICATION_RETRY_BACKOFF_SECONDS: float = Field(default=1.0, gt=0, le=60)
+    # The delivery ledger (claims, delivery counts) of this service; by default the broker's database.
+    NOTIFICATION_LEDGER_URL: str | None = None
     # One delivery attempt may take this long before it counts as a transient failure.
     NOTIFICATION_DELIVERY_TIMEOUT_SECONDS: int = Field(default=30, ge=1, le=3600)
+
+    @field_validator("NOTIFICATION_LEDGER_URL")
+    @classmethod
+    def _ledger_url(cls, value: str | None) -> str | None:
+        return check_redis_url(value)
+
+    @property
+    def ledger_url(self) -> str:
+        return self.NOTIFICATION_LEDGER_URL or self.CELERY_BROKER_URL
 
     @property
     def delivery_claim_seconds(self) -> int:

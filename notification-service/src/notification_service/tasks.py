@@ -12,9 +12,9 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from common_tasks.schemas import RecordNotification
-from common_tasks.store import OrderStore
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, ContractViolation, send_record_notification
 from notification_service.channels import NotificationChannel, TransientChannelError
+from notification_service.ledger import DeliveryLedger
 from notification_service.settings import NotificationSettings
 
 logger = get_task_logger("notification_service.tasks")
@@ -31,10 +31,13 @@ def backoff_seconds(base: float, retries: int) -> float:
 
 
 def register_notification_tasks(
-    app: Celery, settings: NotificationSettings, store: OrderStore, channel: NotificationChannel
+    app: Celery, settings: NotificationSettings, ledger: DeliveryLedger, channel: NotificationChannel
 ) -> None:
     def report(order_id: str, outcome: str, detail: str = "") -> None:
-        send_record_notification(app, RecordNotification(order_id=order_id, outcome=outcome, detail=detail))
+        """Tell the orders side the outcome, with the ledger's delivery count."""
+        deliveries = ledger.delivered(order_id)
+        payload = RecordNotification(order_id=order_id, outcome=outcome, detail=detail, deliveries=deliveries)
+        send_record_notification(app, payload)
 
     @app.task(
         name=SEND_ORDER_CONFIRMATION.name,
@@ -58,15 +61,13 @@ def register_notification_tasks(
             logger.error("rejected message %s: %s", self.request.id, violation)
             return
         order_id = confirmation.order_id
-        claim = store.claim_delivery(order_id, self.request.id or "", settings.delivery_claim_seconds)
-        if claim == "unknown":
-            logger.warning("order %s: no such order in the store, confirmation dropped", order_id)
-            return
+        claim = ledger.claim(order_id, self.request.id or "", settings.delivery_claim_seconds)
         if claim == "delivered":
             # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
             report(order_id, "sent")
             return
         if claim == "failed":
+            report(order_id, "failed", "the channel gave up earlier")
             return
         if claim == "busy":
             # A duplicate (another task id) while a copy is delivering. That copy reports the outcome,
@@ -77,20 +78,21 @@ def register_notification_tasks(
         try:
             channel.send(confirmation)
         except TRANSIENT_DELIVERY_ERRORS as error:
-            store.release_delivery(order_id)
             if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
                 logger.error(
                     "order %s: confirmation failed after %d retries: %s", order_id, self.request.retries, error
                 )
+                ledger.record_failure(order_id)
                 report(order_id, "failed", f"gave up after {self.request.retries} retries: {error}")
                 return
+            ledger.release(order_id)
             countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
             logger.warning("order %s: confirmation will be retried in %.1fs: %s", order_id, countdown, error)
             raise self.retry(countdown=countdown, max_retries=None) from None
         except Exception as error:  # noqa: BLE001 - any other channel error is permanent
-            store.release_delivery(order_id)
+            ledger.record_failure(order_id)
             logger.error("order %s: confirmation failed permanently: %s", order_id, error)
             report(order_id, "failed", str(error)[:500])
             return
-        store.record_delivery(order_id)  # also frees the claim
+        ledger.record_delivery(order_id)  # also frees the claim
         report(order_id, "sent")
