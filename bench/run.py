@@ -46,12 +46,13 @@ from typing import Any
 
 import redis
 
+from bench.loadgen import BODY
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import CommonSettings
 from common_tasks.schemas import OrderRequest, ProcessOrder
-from common_tasks.store import OrderStore
 from common_tasks.tasks import send_process_order
-from common_tasks.testing import RedisServer, console_script, free_port, http_request, sample_order, wait_until
+from order_store.store import OrderStore
+from stack_testkit import RedisServer, console_script, free_port, http_request, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -262,7 +263,7 @@ class Bench:
     # phase 1: worker path
 
     def preload(self, kind: str, count: int) -> list[str]:
-        order = OrderRequest.model_validate(sample_order())
+        order = OrderRequest.model_validate_json(BODY)
         ids = [uuid.uuid4().hex for _ in range(count)]
         if kind == "project":
             settings = CommonSettings(

@@ -11,8 +11,8 @@ let
   inherit (pythonPackages) python tested untested;
   ps = python.pkgs;
 
-  # The four packages importable (applications become Python modules through toPythonModule).
-  modulesOf = set: [ set.common ] ++ map ps.toPythonModule (lib.attrValues set.services);
+  # Every distribution importable (applications become Python modules through toPythonModule).
+  modulesOf = set: map ps.toPythonModule (lib.attrValues set);
 
   # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml); tests/
   # does not use hypothesis.
@@ -33,21 +33,18 @@ let
       ./.
       # tests/test_consistency.py compares these with nix/, images.toml and docker-compose.yml.
       ../flake.nix
-      ../common/pyproject.toml
-      ../worker/pyproject.toml
-      ../order-service/pyproject.toml
-      ../notification-service/pyproject.toml
+      # Every distribution's pyproject.toml (and the root one).
+      (lib.fileset.fileFilter (file: file.name == "pyproject.toml") ../.)
       # The scripted notification channels that the fault tests plug in.
       ../notification-service/tests/scripted_channels.py
       (lib.fileset.maybeMissing ../docker-compose.yml)
-      (lib.fileset.maybeMissing ../pyproject.toml)
       (lib.fileset.maybeMissing ../pytest.ini)
       (lib.fileset.maybeMissing ../conftest.py)
     ];
   };
 
   # The services' own console scripts, which the tests spawn by name.
-  servicesBin = lib.makeBinPath (lib.attrValues tested.services);
+  servicesBin = lib.makeBinPath (lib.attrValues tested);
 
   # tests/ against a redis-server the tests start on loopback; tests/container needs Docker.
   integration = pkgs.stdenvNoCC.mkDerivation {
@@ -73,7 +70,10 @@ let
 
   # The Python distributions the images ship (same versions as the tested ones) against
   # requirements.lock, so the lock describes what runs in production.
-  imageEnv = python.withPackages (_: modulesOf untested);
+  imagePackages = lib.filter (name: untested ? ${name}) (
+    lib.mapAttrsToList (_: image: image.package) (lib.importTOML ./images.toml).images
+  );
+  imageEnv = python.withPackages (_: map (name: ps.toPythonModule untested.${name}) imagePackages);
   locked-versions = pkgs.stdenvNoCC.mkDerivation {
     name = "celery-stack-locked-versions";
     src = lib.fileset.toSource {

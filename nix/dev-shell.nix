@@ -1,41 +1,37 @@
-# devShells.default: Python 3.13 with every dependency and the four packages installed in
+# devShells.default: Python 3.13 with every dependency and every distribution of the tree installed in
 # editable mode from the working tree (edits apply without a rebuild; console scripts and the
 # pytest plugin included), plus redis, ruff, nixfmt, docker-compose, git (the shellHook finds the
 # repository root with it) and procps (tests/test_faults.py calls pgrep).
 { pkgs, pythonPackages }:
 let
   inherit (pkgs) lib;
-  inherit (pythonPackages) python commonDependencies serviceDependencies;
+  inherit (pythonPackages) python projects resolveWith;
   ps = python.pkgs;
 
-  # A PEP 660 editable install of <repo>/<dir>/src. $CELERY_STACK_ROOT is expanded when Python
-  # starts (the shellHook sets it). Scripts and entry points come from the folder's pyproject.
-  editable =
-    dir: dependencies:
-    let
-      project = (lib.importTOML (../. + "/${dir}/pyproject.toml")).project;
-    in
+  # A PEP 660 editable install of <repo>/<dir>/src for every distribution. $CELERY_STACK_ROOT is
+  # expanded when Python starts (the shellHook sets it). Scripts and entry points come from the
+  # folder's pyproject; dependencies resolve to the other editable distributions or nixpkgs.
+  editables = lib.mapAttrs (
+    pname:
+    { dir, project }:
     ps.mkPythonEditablePackage {
-      pname = project.name;
+      inherit pname;
       inherit (project) version;
-      inherit dependencies;
+      dependencies = lib.concatMap (resolveWith editables) (
+        (project.dependencies or [ ]) ++ (project.optional-dependencies.test or [ ])
+      );
       root = "$CELERY_STACK_ROOT/${dir}/src";
       scripts = project.scripts or { };
       entry-points = project.entry-points or { };
-    };
+    }
+  ) projects;
 
-  common = editable "common" commonDependencies;
-  editableService = dir: deps: editable dir ([ common ] ++ deps);
-  services = lib.mapAttrs editableService serviceDependencies;
-
-  # hypothesis: order-service's tests.
+  # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml).
   devModules = [
-    common
     ps.pytest
-    ps.hypothesis
     ps.pyyaml
   ]
-  ++ lib.attrValues services;
+  ++ lib.attrValues editables;
 in
 pkgs.mkShell {
   packages = [

@@ -19,8 +19,7 @@ let
 
   # `package` is a flake package (a Python service, built without its tests: `checks` runs
   # them) or else a nixpkgs attribute (redis).
-  packageOf =
-    name: pythonPackages.untested.packages.${name} or nixpkgsOverrides.${name} or pkgs.${name};
+  packageOf = name: pythonPackages.untested.${name} or nixpkgsOverrides.${name} or pkgs.${name};
 
   dropNulls = lib.filterAttrs (_: value: value != null);
 

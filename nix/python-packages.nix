@@ -1,64 +1,93 @@
-# The repository's four Python distributions, built with Python 3.13 (named explicitly, never
-# `python3`). One `common-tasks` derivation is shared by the three services.
+# The repository's Python distributions, built with Python 3.13 (named explicitly, never
+# `python3`): every top-level folder whose pyproject.toml has a [project] table. Everything about
+# a distribution comes from its pyproject.toml: name, version, console scripts, dependencies
+# (another folder's distribution by name, else the nixpkgs package of that name; `x[e]` adds
+# nixpkgs' `optional-dependencies.e` of x) and the test-only `test` extra (check inputs).
 { pkgs }:
 let
   inherit (pkgs) lib;
   python = pkgs.python313;
   ps = python.pkgs;
 
-  # Runtime dependencies from common/pyproject.toml. celery[redis] is celery plus its `redis`
-  # extra (kombu's Redis transport, i.e. redis-py), taken from nixpkgs' own celery.
-  commonDependencies = [
-    ps.celery
-    ps.pydantic
-    ps.pydantic-settings
-    ps.redis
-  ]
-  ++ ps.celery.optional-dependencies.redis;
+  root = ../.;
+  isProjectFolder =
+    name: type:
+    type == "directory"
+    && builtins.pathExists (root + "/${name}/pyproject.toml")
+    && (lib.importTOML (root + "/${name}/pyproject.toml")) ? project;
+  folders = lib.attrNames (lib.filterAttrs isProjectFolder (builtins.readDir root));
 
-  # Each service's runtime dependencies besides common-tasks (see its pyproject.toml).
-  serviceDependencies = {
-    worker = [ ];
-    order-service = [
-      ps.flask
-      ps.gunicorn
-    ];
-    notification-service = [ ];
-  };
+  # By distribution name: the folder and its [project] table.
+  projects = lib.listToAttrs (
+    map (
+      dir:
+      let
+        project = (lib.importTOML (root + "/${dir}/pyproject.toml")).project;
+      in
+      lib.nameValuePair project.name { inherit dir project; }
+    ) folders
+  );
 
-  # The four distributions, with (`checks`, `packages`) or without (images) their tests in the
-  # build: an image build must not run tests, and the untested set must not pull in the tested
-  # common-tasks either.
+  # "celery[redis]>=5.5" -> { name = "celery"; extras = [ "redis" ]; } (versions are checked by
+  # nixpkgs' pythonRuntimeDepsCheckHook against the wheel's metadata).
+  parseRequirement =
+    requirement:
+    let
+      match = builtins.match "([A-Za-z0-9._-]+)(\\[([A-Za-z0-9._, -]+)])?.*" requirement;
+      extras = builtins.elemAt match 2;
+    in
+    {
+      name = lib.toLower (builtins.elemAt match 0);
+      extras = if extras == null then [ ] else map lib.trim (lib.splitString "," extras);
+    };
+
+  # The packages one requirement brings: `locals` (a set by distribution name) for this
+  # repository's distributions, nixpkgs' for the rest.
+  resolveWith =
+    locals: requirement:
+    let
+      req = parseRequirement requirement;
+    in
+    if projects ? ${req.name} then
+      [ locals.${req.name} ]
+    else
+      [ ps.${req.name} ]
+      ++ lib.concatMap (extra: ps.${req.name}.optional-dependencies.${extra}) req.extras;
+
+  # A set of all distributions, with (`checks`, `packages`) or without (images) their tests in
+  # the build: an image build must not run tests, and the untested set must not pull in a tested
+  # dependency either.
   packageSet =
     doCheck:
-    let
-      # One distribution: its folder alone is the source (pyproject.toml, src/, tests/) and
-      # hatchling builds it.
-      build =
-        builder: dir: pname: dependencies: extraAttrs:
-        let
-          src = ../. + "/${dir}";
-        in
-        builder (
-          {
-            inherit
-              pname
-              src
-              dependencies
-              doCheck
-              ;
-            version = (lib.importTOML (src + "/pyproject.toml")).project.version;
+    lib.fix (
+      self:
+      let
+        resolve = resolveWith self;
+        build =
+          pname:
+          { dir, project }:
+          let
+            scripts = project.scripts or { };
+            hasTests = builtins.pathExists (root + "/${dir}/tests");
+          in
+          (if scripts == { } then ps.buildPythonPackage else ps.buildPythonApplication) {
+            inherit pname;
+            inherit (project) version;
+            # The folder alone is the source (pyproject.toml, src/, tests/); hatchling builds it.
+            src = root + "/${dir}";
             pyproject = true;
             build-system = [ ps.hatchling ];
+            dependencies = lib.concatMap resolve (project.dependencies or [ ]);
 
+            doCheck = doCheck && hasTests;
             # The tests start their own redis-server on a free loopback port, so redis only has
             # to be on PATH (redisTestHook would start a second server on port 6379 that nobody
-            # uses). Only order-service's tests use hypothesis.
+            # uses).
             nativeCheckInputs = [
               ps.pytestCheckHook
               pkgs.redis
             ]
-            ++ lib.optional (dir == "order-service") ps.hypothesis;
+            ++ lib.concatMap resolve (project.optional-dependencies.test or [ ]);
             # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by
             # itself, and the tests spawn the console scripts by name.
             preCheck = ''
@@ -66,24 +95,12 @@ let
               export PATH="$out/bin:$PATH"
             '';
             pythonImportsCheck = [ (lib.replaceStrings [ "-" ] [ "_" ] pname) ];
-          }
-          // extraAttrs
-        );
-
-      common = build ps.buildPythonPackage "common" "common-tasks" commonDependencies { };
-      # Each service's console script has the service's name (`nix run .#worker`).
-      mkService =
-        name: deps:
-        build ps.buildPythonApplication name name ([ common ] ++ deps) { meta.mainProgram = name; };
-      services = lib.mapAttrs mkService serviceDependencies;
-    in
-    {
-      inherit common services;
-      # By distribution name.
-      packages = services // {
-        common-tasks = common;
-      };
-    };
+            # A service's console script has the service's name (`nix run .#worker`).
+            meta = lib.optionalAttrs (scripts ? ${pname}) { mainProgram = pname; };
+          };
+      in
+      lib.mapAttrs build projects
+    );
 
   tested = packageSet true;
   untested = packageSet false;
@@ -91,12 +108,12 @@ in
 {
   inherit
     python
-    commonDependencies
-    serviceDependencies
+    projects
+    resolveWith
     tested
     untested
     ;
 
-  # packages.<system>: the four tested distributions under their distribution names.
-  inherit (tested) packages;
+  # packages.<system>: the tested distributions under their distribution names.
+  packages = tested;
 }

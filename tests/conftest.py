@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from full_stack import Stack
 
-from common_tasks.testing import RedisServer, ServiceLauncher
+from full_stack import Stack
+from stack_testkit import RedisServer, ServiceLauncher
 
 
 @pytest.fixture

@@ -8,7 +8,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from common_tasks.testing import RedisServer, ServiceLauncher, ServiceProcess, http_request, sample_order, wait_until
+from stack_testkit import RedisServer, ServiceLauncher, ServiceProcess, http_request, wait_until
+
+# Fast notification retries, so that the tests with a failing channel do not wait for the defaults.
+STACK_ENV = {"NOTIFICATION_RETRY_BACKOFF_SECONDS": "0.2"}
+
+
+def sample_order(quantity: int = 2, unit_price: str = "9.99") -> dict[str, Any]:
+    return {
+        "customer_email": "buyer@example.com",
+        "items": [{"sku": "SKU-1", "quantity": quantity, "unit_price": unit_price}],
+    }
 
 
 @dataclass
@@ -21,9 +31,10 @@ class Stack:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def start(self, **env: str) -> Stack:
+        env = {**STACK_ENV, **env}
         self.processes["worker"] = self.launcher.start("worker", **env)
         self.processes["notification-service"] = self.launcher.start("notification-service", **env)
-        self.processes["order-service"], self.api = self.launcher.start_order_service(**env)
+        self.processes["order-service"], self.api = self.launcher.start_http("order-service", **env)
         return self
 
     def post_order(self, order: dict[str, Any] | None = None) -> str:

@@ -6,7 +6,7 @@ dependencies and console scripts; the settings classes for environment variable 
 
 from __future__ import annotations
 
-import re
+import importlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,10 @@ import yaml
 from pydantic_settings import BaseSettings
 
 import common_tasks
-from notification_service.settings import NotificationSettings
-from order_service.settings import OrderServiceSettings
-from worker.settings import OrderWorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = tomllib.loads((ROOT / "nix" / "images.toml").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-PYTHON_SERVICES = {
-    "worker": OrderWorkerSettings,
-    "order-service": OrderServiceSettings,
-    "notification-service": NotificationSettings,
-}
 # Variables read by the runtime rather than our settings classes.
 RUNTIME_VARIABLES = {"PYTHONUNBUFFERED", "PATH"}
 
@@ -36,28 +28,49 @@ def pyproject(folder: str) -> dict[str, Any]:
     return tomllib.loads((ROOT / folder / "pyproject.toml").read_text())
 
 
-def requirement_name(requirement: str) -> str:
-    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+# The repository's distributions, as nix/python-packages.nix and ./dev find them: every top-level
+# folder whose pyproject.toml has a [project] table (distribution name -> folder).
+DISTRIBUTIONS = {
+    pyproject(path.parent.name)["project"]["name"]: path.parent.name
+    for path in sorted(ROOT.glob("*/pyproject.toml"))
+    if "project" in pyproject(path.parent.name)
+}
 
 
-def nix_list(source: str, binding: str) -> set[str]:
-    """The `ps.<name>` entries of `binding = [ ... ]` in a Nix file."""
-    match = re.search(rf"{re.escape(binding)}\s*=\s*\[(.*?)\]", source, re.DOTALL)
-    assert match, f"{binding} not found"
-    return set(re.findall(r"ps\.([\w-]+)", match.group(1)))
+def settings_class(package: str) -> type[BaseSettings]:
+    """The one settings class a service defines in its `settings` module."""
+    module = importlib.import_module(f"{package.replace('-', '_')}.settings")
+    [found] = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, BaseSettings) and value.__module__ == module.__name__
+    ]
+    return found
 
 
-def test_every_service_pins_the_common_version() -> None:
+# images.toml key -> settings class, for every image that runs one of this repository's services.
+PYTHON_SERVICES = {
+    key: settings_class(image["package"])
+    for key, image in IMAGES["images"].items()
+    if image["package"] in DISTRIBUTIONS
+}
+
+
+def test_every_distribution_pins_the_common_version() -> None:
     version = pyproject("common")["project"]["version"]
     assert common_tasks.__version__ == version
-    for folder in PYTHON_SERVICES:
-        assert f"common-tasks=={version}" in pyproject(folder)["project"]["dependencies"], folder
+    for name, folder in DISTRIBUTIONS.items():
+        dependencies = pyproject(folder)["project"].get("dependencies", [])
+        pins = [d for d in dependencies if d.startswith("common-tasks")]
+        assert pins in ([], [f"common-tasks=={version}"]), name
+    for key in PYTHON_SERVICES:
+        assert f"common-tasks=={version}" in pyproject(DISTRIBUTIONS[key])["project"]["dependencies"], key
 
 
 @pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))
 def test_image_entrypoint_is_the_packages_console_script(key: str) -> None:
     image = IMAGES["images"][key]
-    project = pyproject(image["package"])["project"]
+    project = pyproject(DISTRIBUTIONS[image["package"]])["project"]
     assert image["entrypoint"] in project["scripts"]
     assert IMAGES["tag"] == project["version"], "the image tag follows the package version"
 
@@ -115,19 +128,11 @@ def test_redis_persists_with_aof_on_a_named_volume() -> None:
     assert volume in COMPOSE["volumes"] and target == IMAGES["images"]["redis"]["workdir"]
 
 
-def test_nix_builds_every_package_with_its_pyproject_dependencies() -> None:
-    source = (ROOT / "nix" / "python-packages.nix").read_text()
-    nix_names = {"common": nix_list(source, "commonDependencies")}
-    for folder in PYTHON_SERVICES:
-        nix_names[folder] = nix_list(source, folder)
-    for folder, names in nix_names.items():
-        wanted = {requirement_name(r) for r in pyproject(folder)["project"]["dependencies"]} - {"common-tasks"}
-        assert wanted == names, f"{folder}: pyproject wants {sorted(wanted)}, nix gives {sorted(names)}"
-
-
 def test_nix_reads_the_image_facts_from_images_toml() -> None:
     images_nix = (ROOT / "nix" / "images.nix").read_text()
     assert "builtins.fromTOML (builtins.readFile ./images.toml)" in images_nix
+    # Distributions and their dependencies come from the pyproject.toml files, not a copy.
+    assert 'lib.importTOML (root + "/${dir}/pyproject.toml")' in (ROOT / "nix" / "python-packages.nix").read_text()
     flake = (ROOT / "flake.nix").read_text()
     assert "python313" in (ROOT / "nix" / "python-packages.nix").read_text()
     assert "python3." not in flake and "python3 " not in flake

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from full_stack import Stack
-
-from common_tasks.testing import report_figure, sample_order
+from full_stack import Stack, sample_order
+from stack_testkit import report_figure
 
 ORDERS = 100
 

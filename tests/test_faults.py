@@ -22,18 +22,17 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from full_stack import OrderLoad, Stack
 
 from common_tasks.schemas import ProcessOrder
-from common_tasks.store import OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, ORDERS_QUEUE, send_process_order
-from common_tasks.testing import (
+from full_stack import STACK_ENV, OrderLoad, Stack, sample_order
+from order_store.store import OrderStore
+from stack_testkit import (
     RedisServer,
     ServiceLauncher,
     ServiceProcess,
     http_request,
     report_figure,
-    sample_order,
     wait_until,
 )
 
@@ -62,8 +61,8 @@ def test_reconciler_finishes_orders_whose_messages_vanished(
     services: ServiceLauncher, redis_server: RedisServer
 ) -> None:
     stack = Stack(services, redis_server)
-    stack.processes["notification-service"] = services.start("notification-service")
-    stack.processes["order-service"], stack.api = services.start_order_service()
+    stack.processes["notification-service"] = services.start("notification-service", **STACK_ENV)
+    stack.processes["order-service"], stack.api = services.start_http("order-service")
     order_ids = [stack.post_order() for _ in range(5)]
     client = redis_server.client()
     assert client.llen(ORDERS_QUEUE) == 5

@@ -4,13 +4,12 @@ from common_tasks.config import CommonSettings, ConfigError, WorkerSettings, loa
 
 
 def test_defaults_point_at_local_redis(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORDER_STORE_URL", "CELERY_VISIBILITY_TIMEOUT"):
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_VISIBILITY_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(CommonSettings)
     assert settings.CELERY_BROKER_URL == "redis://localhost:6379/0"
     assert settings.CELERY_RESULT_BACKEND == "redis://localhost:6379/1"
     assert settings.CELERY_VISIBILITY_TIMEOUT == 3600
-    assert settings.order_store_url == settings.CELERY_BROKER_URL
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from common_tasks.tasks import (
     send_process_order,
     task_routes,
 )
-from common_tasks.testing import RedisServer
+from stack_testkit import RedisServer
 
 ORDER_ID = "ab" * 16
 

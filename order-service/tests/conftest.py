@@ -4,13 +4,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from common_tasks.testing import RedisServer, ServiceLauncher
+from stack_testkit import RedisServer, ServiceLauncher
 
 
 @pytest.fixture(scope="module")
 def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One order-service (gunicorn, from its console script) per test module; yields its base URL."""
     launcher = ServiceLauncher(redis_server, tmp_path_factory.mktemp("order-service"))
-    _, base_url = launcher.start_order_service()
+    _, base_url = launcher.start_http("order-service")
     yield base_url
     launcher.stop_all()

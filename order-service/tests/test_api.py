@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from sample_orders import sample_order
 
 from common_tasks.tasks import PROCESS_ORDER
-from common_tasks.testing import RedisServer, ServiceLauncher, http_request, report_figure, sample_order
+from stack_testkit import RedisServer, ServiceLauncher, http_request, report_figure
 
 JSON = {"Content-Type": "application/json"}
 
@@ -112,7 +113,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_broker_down_answers_503_fast_and_recovers(services: ServiceLauncher, own_redis: RedisServer) -> None:
-    _, api = services.start_order_service(CELERY_BROKER_URL=own_redis.url(0), CELERY_RESULT_BACKEND=own_redis.url(1))
+    _, api = services.start_http(
+        "order-service", CELERY_BROKER_URL=own_redis.url(0), CELERY_RESULT_BACKEND=own_redis.url(1)
+    )
     assert http_request("POST", f"{api}/orders", sample_order()).status == 202
     own_redis.stop()
 

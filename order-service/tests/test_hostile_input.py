@@ -10,9 +10,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from sample_orders import sample_order
 
 from common_tasks.schemas import OrderRequest
-from common_tasks.testing import http_request, report_figure, sample_order
+from stack_testkit import http_request, report_figure
 
 GENERATED_CASES = 1200
 CLIENT_ERRORS = {400, 413, 415, 422}

@@ -48,7 +48,10 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES_TOML = REPO / "nix" / "images.toml"
 CACHE = Path(os.environ.get("CELERY_STACK_CACHE", "/var/cache/celery-stack-tests"))
 SUITE = "trixie"
-PY_PACKAGE_DIRS = ["common", "worker", "order-service", "notification-service"]
+# The repository's distributions: every top-level folder whose pyproject.toml has a [project] table.
+PY_PACKAGE_DIRS = sorted(
+    path.parent.name for path in REPO.glob("*/pyproject.toml") if "project" in tomllib.loads(path.read_text())
+)
 STANDIN_LABEL = "org.celery-stack.standin"
 
 # Rootfs flavours: debootstrap --include lists. Changing a list changes the cache key.
@@ -188,7 +191,10 @@ def base_image(flavour: str, no_cache: bool) -> str:
     return ref
 
 
-LOCAL_DISTS = {"common-tasks", "worker", "order-service", "notification-service"}
+LOCAL_DISTS = {
+    re.sub(r"[-_.]+", "-", tomllib.loads((REPO / d / "pyproject.toml").read_text())["project"]["name"]).lower()
+    for d in PY_PACKAGE_DIRS
+}
 
 
 def _canonical(name: str) -> str:
@@ -285,15 +291,21 @@ def build_wheels(wheel_dir: Path, base: str, services: dict[str, str], no_cache:
     pip(["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), *local])
     project = {_canonical(whl.name.split("-")[0]): whl for whl in wheel_dir.glob("*.whl")}
 
-    def third_party(dist: str) -> list[str]:
-        reqs = [
-            r
-            for r in wheel_requirements(project[dist])
-            if _canonical(re.split(r"[ ;<>=!~\[]", r)[0]) not in LOCAL_DISTS
-        ]
-        return reqs + (third_party("common-tasks") if dist != "common-tasks" else [])
+    def local_closure(dist: str) -> list[str]:
+        """`dist` and the repository's distributions it requires, recursively."""
+        found = [dist]
+        for requirement in wheel_requirements(project[dist]):
+            name = _canonical(re.split(r"[ ;<>=!~\[]", requirement)[0])
+            if name in LOCAL_DISTS and name not in found:
+                found += [n for n in local_closure(name) if n not in found]
+        return found
 
-    closures = {package: service_closure(third_party(_canonical(package)), py_version) for package in services.values()}
+    def third_party(dists: list[str]) -> list[str]:
+        requirements = [r for d in dists for r in wheel_requirements(project[d])]
+        return [r for r in requirements if _canonical(re.split(r"[ ;<>=!~\[]", r)[0]) not in LOCAL_DISTS]
+
+    locals_of = {package: local_closure(_canonical(package)) for package in services.values()}
+    closures = {package: service_closure(third_party(dists), py_version) for package, dists in locals_of.items()}
     pins = sorted({pin for closure in closures.values() for pin in closure})
     log(f"    third-party distributions: {', '.join(pins)}")
     # For the image's interpreter: its glibc decides which manylinux wheels fit. Older pip does not
@@ -324,7 +336,7 @@ def build_wheels(wheel_dir: Path, base: str, services: dict[str, str], no_cache:
     by_name = {_canonical(whl.name.split("-")[0]): whl.name for whl in wheel_dir.glob("*.whl")}
     return {
         package: [by_name[_canonical(pin.split("==")[0])] for pin in closure]
-        + [project["common-tasks"].name, project[_canonical(package)].name]
+        + [project[dist].name for dist in reversed(locals_of[package])]
         for package, closure in closures.items()
     }
 
@@ -450,17 +462,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
         tmp = Path(tmp)
         if py_services:
-            missing = [
-                d
-                for d, mod in [
-                    ("worker", "worker/src/worker/main.py"),
-                    ("order-service", "order-service/src/order_service/app.py"),
-                    ("notification-service", "notification-service/src/notification_service/main.py"),
-                ]
-                if d in py_services and not (REPO / mod).exists()
-            ]
-            if missing:
-                raise SystemExit(f"service sources not present yet: {missing}")
             wheels = tmp / "wheels"
             wheels.mkdir()
             with timed("wheels (pip wheel + locked manylinux deps)"):

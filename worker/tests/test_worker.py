@@ -9,9 +9,9 @@ import time
 import redis
 
 from common_tasks.schemas import OrderRequest, ProcessOrder
-from common_tasks.store import OrderRecord, OrderStore
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, SEND_ORDER_CONFIRMATION, send_process_order
-from common_tasks.testing import RedisServer, ServiceLauncher, console_script, report_figure, wait_until
+from order_store.store import OrderRecord, OrderStore
+from stack_testkit import RedisServer, ServiceLauncher, console_script, report_figure, wait_until
 
 REQUEST = OrderRequest.model_validate(
     {"customer_email": "a@example.com", "items": [{"sku": "A", "quantity": 3, "unit_price": "0.10"}]}

@@ -1,3 +1,4 @@
-"""Shared Celery app, task contracts and order store of the celery-stack services."""
+"""The wire and the runtime every celery-stack service shares: task contracts and payload schemas,
+settings from the environment, the Celery app, its consumer and the worker command line."""
 
 __version__ = "0.1.0"

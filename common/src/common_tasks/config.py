@@ -15,6 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
+def check_redis_url(value: str | None) -> str | None:
+    """The validator of every Redis URL variable (None: not set)."""
+    if value is not None and not value.startswith(REDIS_URL_SCHEMES):
+        raise ValueError(f"must be a Redis URL starting with one of {', '.join(REDIS_URL_SCHEMES)}")
+    return value
+
+
 class CommonSettings(BaseSettings):
     """Variables every service reads. Field names are the environment variable names."""
 
@@ -23,18 +30,14 @@ class CommonSettings(BaseSettings):
 
     CELERY_BROKER_URL: str = "redis://localhost:6379/0"
     CELERY_RESULT_BACKEND: str = "redis://localhost:6379/1"
-    # Orders live in Redis too; by default in the broker's database, under the `order:` prefix.
-    ORDER_STORE_URL: str | None = None
     # Seconds before Redis redelivers a message that a (dead) worker took but never acknowledged.
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=3600, ge=1)
     LOG_LEVEL: str = "INFO"
 
-    @field_validator("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORDER_STORE_URL")
+    @field_validator("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(REDIS_URL_SCHEMES):
-            raise ValueError(f"must be a Redis URL starting with one of {', '.join(REDIS_URL_SCHEMES)}")
-        return value
+        return check_redis_url(value)
 
     @field_validator("LOG_LEVEL")
     @classmethod
@@ -43,10 +46,6 @@ class CommonSettings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
-
-    @property
-    def order_store_url(self) -> str:
-        return self.ORDER_STORE_URL or self.CELERY_BROKER_URL
 
 
 class WorkerSettings(CommonSettings):

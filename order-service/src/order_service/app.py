@@ -21,9 +21,9 @@ from werkzeug.exceptions import HTTPException
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
 from common_tasks.schemas import OrderRequest, ProcessOrder
-from common_tasks.store import OrderStore
 from common_tasks.tasks import send_process_order
 from order_service.settings import OrderServiceSettings
+from order_store.store import OrderStore
 
 MAX_BODY_BYTES = 64 * 1024
 BROKER_ERRORS = (redis.RedisError, OperationalError, KombuError, OSError)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common_tasks.config import CommonSettings
+from order_store.settings import OrderStoreSettings
 
 
-class OrderServiceSettings(CommonSettings):
+class OrderServiceSettings(OrderStoreSettings):
     HOST: str = "0.0.0.0"
     PORT: int = Field(default=8000, ge=1, le=65535)
     # gunicorn worker processes, each with WEB_THREADS threads (gthread worker class).

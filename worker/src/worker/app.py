@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from common_tasks.celery_app import create_celery_app
-from common_tasks.store import OrderStore
+from order_store.store import OrderStore
 from worker.reconciler import install_reconciler
 from worker.settings import OrderWorkerSettings
 from worker.tasks import register_order_tasks

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from celery import Celery, bootsteps
 
 from common_tasks.schemas import SendOrderConfirmation
-from common_tasks.store import OrderStore
 from common_tasks.tasks import QUEUES, send_order_confirmation, send_process_order
+from order_store.store import OrderStore
 
 logger = logging.getLogger("worker.reconciler")
 

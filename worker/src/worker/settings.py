@@ -5,9 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from common_tasks.config import WorkerSettings
+from order_store.settings import OrderStoreSettings
 
 
-class OrderWorkerSettings(WorkerSettings):
+class OrderWorkerSettings(WorkerSettings, OrderStoreSettings):
     # Sleep this long in every order task: a stand-in for real work in demos and fault tests.
     WORKER_SIMULATED_WORK_SECONDS: float = Field(default=0.0, ge=0, le=3600)
     # The reconciler re-sends the next step of an order idle this long whose message is in no queue

@@ -1,4 +1,4 @@
-"""The tasks of the `orders` queue. Each is idempotent per order_id (see common_tasks.store)."""
+"""The tasks of the `orders` queue. Each is idempotent per order_id (see order_store.store)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from common_tasks.schemas import SendOrderConfirmation, order_total
-from common_tasks.store import OrderStore
 from common_tasks.tasks import PROCESS_ORDER, RECORD_NOTIFICATION, ContractViolation, send_order_confirmation
+from order_store.store import OrderStore
 from worker.settings import OrderWorkerSettings
 
 logger = get_task_logger("worker.tasks")
@@ -72,7 +72,7 @@ def register_order_tasks(app: Celery, settings: OrderWorkerSettings, store: Orde
         except ContractViolation as violation:
             logger.error("rejected message %s: %s", self.request.id, violation)
             return
-        if store.record_notification(outcome.order_id, outcome.outcome, outcome.detail):
+        if store.record_notification(outcome.order_id, outcome.outcome, outcome.delivery_count(), outcome.detail):
             logger.info("order %s: notification %s", outcome.order_id, outcome.outcome)
         else:
             logger.info("order %s: notification outcome already recorded", outcome.order_id)

@@ -29,10 +29,6 @@ def order_key(order_id: str) -> str:
     return f"order:{order_id}"
 
 
-def delivery_claim_key(order_id: str) -> str:
-    return f"order:{order_id}:delivering"
-
-
 @dataclass(frozen=True)
 class OrderRecord:
     order_id: str
@@ -113,46 +109,23 @@ end
 return 0
 """
 
-# Sets the notification outcome once (pending -> sent|failed) and closes the order.
+# Sets the notification outcome once (pending -> sent|failed) together with the delivery count that
+# notification-service reported, and closes the order; returns 1 when this call set it. A later
+# report of more deliveries of a sent confirmation (a channel that delivered twice) raises the count.
 _RECORD_NOTIFICATION = """
 local state = redis.call('HGET', KEYS[1], 'notification')
 if state == 'pending' then
-  redis.call('HSET', KEYS[1], 'notification', ARGV[1], 'updated_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'notification', ARGV[1], 'notifications_sent', ARGV[5], 'updated_at', ARGV[2])
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'failure', ARGV[3]) end
   redis.call('ZREM', KEYS[2], ARGV[4])
   return 1
 end
+local counted = tonumber(redis.call('HGET', KEYS[1], 'notifications_sent') or '0')
+if state == 'sent' and ARGV[1] == 'sent' and tonumber(ARGV[5]) > counted then
+  redis.call('HSET', KEYS[1], 'notifications_sent', ARGV[5])
+end
 return 0
 """
-
-# Counts one delivery by the notification channel (never deduplicated: this is the audit count),
-# and frees the delivery claim.
-_RECORD_DELIVERY = """
-redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'delivered_at', ARGV[1])
-  return redis.call('HINCRBY', KEYS[1], 'notifications_sent', 1)
-end
-return -1
-"""
-
-# Decides whether this caller may deliver the confirmation now, claiming it for ARGV[2] seconds if so.
-# A claim held by the same task id is an interrupted attempt of this very message (redelivered after
-# a kill or a broker restart): it is taken over rather than waited for.
-_CLAIM_DELIVERY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-local state = redis.call('HMGET', KEYS[1], 'notifications_sent', 'notification')
-if tonumber(state[1] or '0') > 0 then return 'delivered' end
-if state[2] == 'failed' then return 'failed' end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  return 'claimed'
-end
-return 'busy'
-"""
-
-DeliveryClaim = Literal["claimed", "busy", "delivered", "failed", "unknown"]
 
 
 class OrderStore:
@@ -162,8 +135,6 @@ class OrderStore:
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
         self._record_notification = client.register_script(_RECORD_NOTIFICATION)
-        self._record_delivery = client.register_script(_RECORD_DELIVERY)
-        self._claim_delivery = client.register_script(_CLAIM_DELIVERY)
 
     @classmethod
     def from_url(cls, url: str) -> OrderStore:
@@ -234,24 +205,10 @@ class OrderStore:
     def fail(self, order_id: str, reason: str) -> bool:
         return bool(self._fail(keys=[order_key(order_id), OPEN_ORDERS_KEY], args=[reason, time.time(), order_id]))
 
-    def record_notification(self, order_id: str, outcome: NotificationState, detail: str = "") -> bool:
+    def record_notification(self, order_id: str, outcome: NotificationState, deliveries: int, detail: str = "") -> bool:
+        """Record what notification-service reported: the outcome and how many deliveries it counted."""
         keys = [order_key(order_id), OPEN_ORDERS_KEY]
-        return bool(self._record_notification(keys=keys, args=[outcome, time.time(), detail, order_id]))
-
-    def record_delivery(self, order_id: str) -> int:
-        """Count one confirmation delivered by the channel; returns the new count (-1: unknown order)."""
-        keys = [order_key(order_id), delivery_claim_key(order_id)]
-        return int(self._record_delivery(keys=keys, args=[time.time()]))
-
-    def claim_delivery(self, order_id: str, owner: str, seconds: int) -> DeliveryClaim:
-        """`claimed` when the caller may deliver now: a short lock, so that two copies of one message
-        never deliver concurrently; otherwise why not (`busy`: another copy, with another task id,
-        holds the claim)."""
-        keys = [order_key(order_id), delivery_claim_key(order_id)]
-        return self._claim_delivery(keys=keys, args=[owner, seconds])  # type: ignore[no-any-return]
-
-    def release_delivery(self, order_id: str) -> None:
-        self.client.delete(delivery_claim_key(order_id))
+        return bool(self._record_notification(keys=keys, args=[outcome, time.time(), detail, order_id, deliveries]))
 
     def stale_open_orders(self, older_than: float, limit: int = 100) -> list[str]:
         """Open orders whose last dispatch is older than `older_than` (a Unix time)."""

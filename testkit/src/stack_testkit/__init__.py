@@ -1,7 +1,9 @@
-"""Pytest plugin shared by every package's tests (loaded through the `pytest11` entry point).
+"""The development-only test kit: a pytest plugin (the `pytest11` entry point) every package's tests
+load, and helpers the benchmark uses. No image contains it, and it names no service.
 
-It runs the real things: a `redis-server` from PATH on a free loopback port, and the services'
-console scripts as subprocesses, exactly as the images run them. No eager mode, no fake broker.
+It runs the real things: a `redis-server` from PATH on a free loopback port, and console scripts as
+subprocesses, exactly as the images run them. No eager mode, no fake broker. A service is ready
+when its own `<script> healthcheck` says so, as in compose.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import redis
-from celery import Celery
 
-from common_tasks.celery_app import create_celery_app
-from common_tasks.config import CommonSettings
+if TYPE_CHECKING:
+    from celery import Celery
 
 T = TypeVar("T")
 
@@ -84,7 +85,12 @@ class RedisServer:
         return redis.Redis.from_url(self.url(db), decode_responses=True, socket_connect_timeout=1)
 
     def celery_app(self, name: str = "test") -> Celery:
-        """A Celery app with the services' configuration on this server, to publish test messages."""
+        """A Celery app with the services' configuration on this server, to publish test messages.
+        Uses common-tasks, which every test environment of the repository has (not a dependency of
+        the kit, whose tests it serves)."""
+        from common_tasks.celery_app import create_celery_app
+        from common_tasks.config import CommonSettings
+
         settings = CommonSettings(CELERY_BROKER_URL=self.url(0), CELERY_RESULT_BACKEND=self.url(1))
         return create_celery_app(settings, name)
 
@@ -175,7 +181,6 @@ class ServiceLauncher:
             PYTHONUNBUFFERED="1",
             WORKER_CONCURRENCY="2",
             WORKER_HEARTBEAT_INTERVAL="1",
-            NOTIFICATION_RETRY_BACKOFF_SECONDS="0.2",
         )
         env.update(overrides)
         return env
@@ -200,21 +205,20 @@ class ServiceLauncher:
         return service
 
     def wait_ready(self, service: ServiceProcess, environment: dict[str, str]) -> None:
-        if service.name == "order-service":
-            url = f"http://127.0.0.1:{environment['PORT']}/healthz"
+        """Until the service's own `healthcheck` subcommand (what compose runs) exits 0."""
+        probe = [console_script(service.name), "healthcheck"]
 
-            def serving() -> bool:
-                if not service.alive():
-                    raise AssertionError(f"order-service exited:\n{service.log()[-3000:]}")
-                return http_request("GET", url, timeout=1).status == 200
+        def healthy() -> bool:
+            if not service.alive():
+                raise AssertionError(f"{service.name} exited:\n{service.log()[-3000:]}")
+            return subprocess.run(probe, env=environment, capture_output=True, timeout=30).returncode == 0
 
-            wait_until(serving, 30, f"order-service never answered {url}:\n{service.log()[-3000:]}")
-        else:
-            service.wait_for_log(" ready.", timeout=60)
+        wait_until(healthy, 60, f"{service.name} never became healthy:\n{service.log()[-3000:]}", interval=0.2)
 
-    def start_order_service(self, **env: str) -> tuple[ServiceProcess, str]:
+    def start_http(self, script: str, **env: str) -> tuple[ServiceProcess, str]:
+        """An HTTP service on a free loopback port (HOST, PORT); returns it and its base URL."""
         port = env.pop("PORT", None) or str(free_port())
-        service = self.start("order-service", PORT=port, HOST="127.0.0.1", WEB_CONCURRENCY="2", **env)
+        service = self.start(script, PORT=port, HOST="127.0.0.1", **env)
         return service, f"http://127.0.0.1:{port}"
 
     def stop_all(self) -> None:
@@ -257,13 +261,6 @@ def http_request(
             return HttpResponse(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as error:
         return HttpResponse(error.code, dict(error.headers), error.read())
-
-
-def sample_order(quantity: int = 2, unit_price: str = "9.99") -> dict[str, Any]:
-    return {
-        "customer_email": "buyer@example.com",
-        "items": [{"sku": "SKU-1", "quantity": quantity, "unit_price": unit_price}],
-    }
 
 
 @pytest.fixture(scope="session")

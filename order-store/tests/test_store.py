@@ -1,7 +1,7 @@
 import redis
 
 from common_tasks.schemas import OrderRequest
-from common_tasks.store import OPEN_ORDERS_KEY, Completion, OrderStore
+from order_store.store import OPEN_ORDERS_KEY, Completion, OrderStore
 
 ORDER_ID = "cd" * 16
 REQUEST = OrderRequest.model_validate(
@@ -21,8 +21,8 @@ def test_transitions_are_idempotent(redis_client: redis.Redis) -> None:
     assert store.completion(ORDER_ID).awaits_notification
     assert store.start_processing(ORDER_ID, "w3") == "completed"
 
-    assert store.record_notification(ORDER_ID, "sent") is True
-    assert store.record_notification(ORDER_ID, "failed") is False
+    assert store.record_notification(ORDER_ID, "sent", 1) is True
+    assert store.record_notification(ORDER_ID, "failed", 0) is False
     assert not store.completion(ORDER_ID).awaits_notification
     record = store.get(ORDER_ID)
     assert record is not None
@@ -34,18 +34,21 @@ def test_unknown_orders_are_not_created_by_transitions(redis_client: redis.Redis
     store = OrderStore(redis_client)
     assert store.start_processing(ORDER_ID, "w") is None
     assert store.complete(ORDER_ID, "1.00", "w") == Completion(False, None, None, None, None)
-    assert store.record_delivery(ORDER_ID) == -1
     assert store.get(ORDER_ID) is None
     assert redis_client.dbsize() == 0
 
 
-def test_deliveries_are_counted_not_deduplicated(redis_client: redis.Redis) -> None:
+def test_the_outcome_and_its_delivery_count_are_written_together(redis_client: redis.Redis) -> None:
     store = OrderStore(redis_client)
     store.create(ORDER_ID, REQUEST)
-    assert store.record_delivery(ORDER_ID) == 1
-    assert store.record_delivery(ORDER_ID) == 2
+    store.complete(ORDER_ID, "2.50", "w1")
     record = store.get(ORDER_ID)
-    assert record is not None and record.notifications_sent == 2
+    assert record is not None and (record.notification, record.notifications_sent) == ("pending", 0)
+    assert store.record_notification(ORDER_ID, "sent", 1) is True
+    assert store.record_notification(ORDER_ID, "sent", 2) is False  # a channel that delivered twice
+    assert store.record_notification(ORDER_ID, "sent", 1) is False  # an older report never lowers it
+    record = store.get(ORDER_ID)
+    assert record is not None and (record.notification, record.notifications_sent) == ("sent", 2)
 
 
 def test_stale_open_orders(redis_client: redis.Redis) -> None:
@@ -55,18 +58,3 @@ def test_stale_open_orders(redis_client: redis.Redis) -> None:
     assert store.stale_open_orders(older_than=4_000_000_000) == [ORDER_ID]
     store.fail(ORDER_ID, "test")
     assert store.stale_open_orders(older_than=4_000_000_000) == []
-
-
-def test_delivery_claims(redis_client: redis.Redis) -> None:
-    store = OrderStore(redis_client)
-    assert store.claim_delivery(ORDER_ID, "a", 60) == "unknown"
-    store.create(ORDER_ID, REQUEST)
-    assert store.claim_delivery(ORDER_ID, "a", 60) == "claimed"
-    assert store.claim_delivery(ORDER_ID, "b", 60) == "busy"
-    assert store.claim_delivery(ORDER_ID, "a", 90) == "claimed"  # the same message again takes over
-    assert 60 < redis_client.ttl(f"order:{ORDER_ID}:delivering") <= 90
-    store.release_delivery(ORDER_ID)
-    assert store.claim_delivery(ORDER_ID, "b", 60) == "claimed"
-    assert store.record_delivery(ORDER_ID) == 1
-    assert store.claim_delivery(ORDER_ID, "c", 60) == "delivered"
-    assert redis_client.exists(f"order:{ORDER_ID}:delivering") == 0
