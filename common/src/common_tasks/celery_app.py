@@ -34,8 +34,16 @@ def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
     }
 
 
+def task_time_limits(visibility_timeout: int) -> tuple[float, float]:
+    """(soft, hard) seconds for every task. A task still running when the visibility timeout passes
+    is redelivered while it runs, so a second copy would start: the limits stop it first, the soft
+    one as an exception the task can handle (at 80 %), the hard one by killing its process (90 %)."""
+    return 0.8 * visibility_timeout, 0.9 * visibility_timeout
+
+
 def celery_config(settings: CommonSettings) -> dict[str, Any]:
     transport_options = redis_transport_options(settings)
+    soft_limit, hard_limit = task_time_limits(settings.CELERY_VISIBILITY_TIMEOUT)
     return {
         "broker_url": settings.CELERY_BROKER_URL,
         "result_backend": settings.CELERY_RESULT_BACKEND,
@@ -51,6 +59,8 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         # At-least-once delivery; every task is idempotent per order_id.
+        "task_soft_time_limit": soft_limit,
+        "task_time_limit": hard_limit,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

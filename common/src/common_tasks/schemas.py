@@ -62,6 +62,10 @@ class ProcessOrder(_Contract):
     customer_email: Email
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=MAX_ITEMS)]
 
+    @classmethod
+    def for_order(cls, order_id: str, order: OrderRequest) -> ProcessOrder:
+        return cls(order_id=order_id, customer_email=order.customer_email, items=order.items)
+
 
 class SendOrderConfirmation(_Contract):
     """Payload of `notifications.send_order_confirmation`."""

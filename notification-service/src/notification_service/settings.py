@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field, field_validator
 
+from common_tasks.celery_app import task_time_limits
 from common_tasks.config import WorkerSettings, check_redis_url
 
 
@@ -28,10 +31,18 @@ class NotificationSettings(WorkerSettings):
         return self.NOTIFICATION_LEDGER_URL or self.CELERY_BROKER_URL
 
     @property
+    def delivery_time_limits(self) -> tuple[float, float]:
+        """(soft, hard) time limits of one delivery attempt: NOTIFICATION_DELIVERY_TIMEOUT_SECONDS and
+        10 s more, within every task's limits (common_tasks.celery_app.task_time_limits)."""
+        soft_cap, hard_cap = task_time_limits(self.CELERY_VISIBILITY_TIMEOUT)
+        soft = min(float(self.NOTIFICATION_DELIVERY_TIMEOUT_SECONDS), soft_cap)
+        return soft, min(soft + 10, hard_cap)
+
+    @property
     def delivery_claim_seconds(self) -> int:
-        """How long a delivery claim lives: the attempt's hard time limit (soft limit + 10 s), after
-        which the pool child running it is killed, so an older claim belongs to no live attempt."""
-        return self.NOTIFICATION_DELIVERY_TIMEOUT_SECONDS + 10
+        """How long a delivery claim lives: the attempt's hard time limit, after which the pool
+        child running it is killed, so an older claim belongs to no live attempt."""
+        return max(1, math.ceil(self.delivery_time_limits[1]))
 
     @field_validator("NOTIFICATION_CHANNEL")
     @classmethod

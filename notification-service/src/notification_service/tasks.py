@@ -1,25 +1,23 @@
-"""The task of the `notifications` queue: deliver an order confirmation once, then report back."""
+"""The task of the `notifications` queue: deliver an order confirmation once, then report back.
+Only the business step; parsing, rejection and store retries are common_tasks.handlers'."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
-import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
-from kombu.exceptions import OperationalError
 
-from common_tasks.schemas import RecordNotification
-from common_tasks.tasks import SEND_ORDER_CONFIRMATION, ContractViolation, send_record_notification
+from common_tasks.handlers import contract_task
+from common_tasks.schemas import RecordNotification, SendOrderConfirmation
+from common_tasks.tasks import SEND_ORDER_CONFIRMATION, send_record_notification
 from notification_service.channels import NotificationChannel, TransientChannelError
 from notification_service.ledger import DeliveryLedger
 from notification_service.settings import NotificationSettings
 
 logger = get_task_logger("notification_service.tasks")
 
-STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 # Worth another try: the channel said so, or the delivery ran out of time (soft time limit).
 TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError, SoftTimeLimitExceeded)
 
@@ -39,27 +37,15 @@ def register_notification_tasks(
         payload = RecordNotification(order_id=order_id, outcome=outcome, detail=detail, deliveries=deliveries)
         send_record_notification(app, payload)
 
-    @app.task(
-        name=SEND_ORDER_CONFIRMATION.name,
-        bind=True,
+    @contract_task(
+        app,
+        SEND_ORDER_CONFIRMATION,
         # One delivery attempt is cut off (a transient failure) after NOTIFICATION_DELIVERY_TIMEOUT_SECONDS
         # and killed a little later; a claim cannot outlive that, so it expires with the hard limit.
-        soft_time_limit=settings.NOTIFICATION_DELIVERY_TIMEOUT_SECONDS,
-        time_limit=settings.delivery_claim_seconds,
-        autoretry_for=STORE_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=60,
-        retry_jitter=True,
-        max_retries=10,
+        soft_time_limit=settings.delivery_time_limits[0],
+        time_limit=settings.delivery_time_limits[1],
     )
-    def send_order_confirmation(self: Task, *args: Any, **kwargs: Any) -> None:
-        try:
-            if args or set(kwargs) != {"payload"}:
-                raise ContractViolation(f"{SEND_ORDER_CONFIRMATION.name} takes exactly one keyword argument, payload")
-            confirmation = SEND_ORDER_CONFIRMATION.parse(kwargs["payload"])
-        except ContractViolation as violation:
-            logger.error("rejected message %s: %s", self.request.id, violation)
-            return
+    def send_order_confirmation(self: Task, confirmation: SendOrderConfirmation) -> None:
         order_id = confirmation.order_id
         claim = ledger.claim(order_id, self.request.id or "", settings.delivery_claim_seconds)
         if claim == "delivered":

@@ -15,7 +15,7 @@ from typing import Literal
 
 import redis
 
-from common_tasks.schemas import OrderItem, OrderRequest, ProcessOrder
+from common_tasks.schemas import OrderItem, OrderRequest
 
 OrderStatus = Literal["accepted", "processing", "completed", "failed"]
 NotificationState = Literal["pending", "sent", "failed"]
@@ -43,22 +43,9 @@ class OrderRecord:
     created_at: float
     updated_at: float
 
-    def public_view(self) -> dict[str, object]:
-        """What `GET /orders/<id>` returns."""
-        return {
-            "order_id": self.order_id,
-            "status": self.status,
-            "total": self.total,
-            "notification": self.notification,
-            "notifications_sent": self.notifications_sent,
-            "worker": self.worker,
-            "failure": self.failure,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-    def process_payload(self) -> ProcessOrder:
-        return ProcessOrder(order_id=self.order_id, customer_email=self.customer_email, items=self.items)
+    def request(self) -> OrderRequest:
+        """The order as it was accepted (what `orders.process` carries)."""
+        return OrderRequest(customer_email=self.customer_email, items=self.items)
 
 
 @dataclass(frozen=True)

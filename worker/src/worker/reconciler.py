@@ -19,9 +19,10 @@ from collections.abc import Iterable
 
 from celery import Celery, bootsteps
 
-from common_tasks.schemas import SendOrderConfirmation
-from common_tasks.tasks import QUEUES, send_order_confirmation, send_process_order
+from common_tasks.schemas import ProcessOrder
+from common_tasks.tasks import QUEUES, send_process_order
 from order_store.store import OrderStore
+from worker.tasks import send_confirmation
 
 logger = logging.getLogger("worker.reconciler")
 
@@ -81,12 +82,9 @@ class Reconciler:
                 self.store.touch_open(order_id)  # not stranded: look again after `after` seconds
                 continue
             if record.status in ("accepted", "processing"):
-                send_process_order(self.app, record.process_payload())
+                send_process_order(self.app, ProcessOrder.for_order(order_id, record.request()))
             else:
-                confirmation = SendOrderConfirmation(
-                    order_id=order_id, customer_email=record.customer_email, total=record.total
-                )
-                send_order_confirmation(self.app, confirmation)
+                send_confirmation(self.app, order_id, self.store.completion(order_id))
             self.store.touch_open(order_id)
             redispatched += 1
             logger.warning(
