@@ -1,0 +1,156 @@
+"""The HTTP API as a Flask Blueprint: orders, health and readiness.
+
+Every answer is JSON, errors included; no request ever sees a stack trace. An order is answered
+202 only after its message reached the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from flask import Blueprint, Response, current_app, request
+from kombu.exceptions import KombuError, OperationalError
+from pydantic import TypeAdapter, ValidationError
+
+from common_tasks.schemas import OrderId, OrderRequest, ProcessOrder
+from common_tasks.tasks import send_process_order
+from order_store.store import OrderRecord, OrderStore
+
+MAX_BODY_BYTES = 64 * 1024
+BROKER_ERRORS = (redis.RedisError, OperationalError, KombuError, OSError)
+ORDER_ID = TypeAdapter(OrderId)
+
+logger = logging.getLogger("order_service")
+api = Blueprint("orders", __name__)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What the API talks to; `create_app` puts one in `app.extensions`."""
+
+    celery_app: Celery
+    store: OrderStore
+    broker: redis.Redis
+
+
+def backends() -> Backends:
+    return current_app.extensions["order_service"]  # type: ignore[no-any-return]
+
+
+def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> Response:
+    return json_response({"error": error, "message": message, **extra}, status)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity; raises ValueError with a short reason."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ValueError("body is not valid UTF-8") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as error:
+        raise ValueError(f"malformed JSON: {str(error)[:200]}") from None
+
+
+def validation_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's error list without echoing the (possibly huge) input back."""
+    return [
+        {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
+        for item in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def order_view(record: OrderRecord) -> dict[str, object]:
+    """What `GET /orders/<id>` returns: the API's own view of an order record."""
+    return {
+        "order_id": record.order_id,
+        "status": record.status,
+        "total": record.total,
+        "notification": record.notification,
+        "notifications_sent": record.notifications_sent,
+        "worker": record.worker,
+        "failure": record.failure,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+@api.get("/healthz")
+def healthz() -> Response:
+    return json_response({"status": "ok"}, 200)
+
+
+@api.get("/readyz")
+def readyz() -> Response:
+    try:
+        backends().broker.ping()
+        backends().store.ping()
+    except redis.RedisError as error:
+        return error_response(503, "broker_unavailable", f"Redis is not reachable: {error}")
+    return json_response({"status": "ready"}, 200)
+
+
+@api.post("/orders")
+def create_order() -> Response:
+    if request.mimetype != "application/json":
+        return error_response(415, "unsupported_media_type", "send the order as application/json")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return error_response(413, "request_entity_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = parse_json_body(request.get_data(cache=False))
+    except ValueError as error:
+        return error_response(400, "malformed_json", str(error))
+    try:
+        order = OrderRequest.model_validate(data)
+    except ValidationError as error:
+        return error_response(422, "invalid_order", "the order is not valid", details=validation_errors(error))
+
+    store, celery_app = backends().store, backends().celery_app
+    order_id = uuid.uuid4().hex
+    try:
+        store.create(order_id, order)
+    except redis.RedisError as error:
+        logger.warning("order rejected, store unavailable: %s", error)
+        return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
+    message = ProcessOrder.for_order(order_id, order)
+    try:
+        send_process_order(celery_app, message)
+    except BROKER_ERRORS as error:
+        logger.warning("order %s rejected, broker unavailable: %s", order_id, error)
+        try:
+            store.delete(order_id)
+        except redis.RedisError:
+            pass  # the reconciler finishes it if it survives; the client was told to retry
+        return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
+    location = f"/orders/{order_id}"
+    return json_response({"order_id": order_id, "status": "accepted"}, 202, headers={"Location": location})
+
+
+@api.get("/orders/<order_id>")
+def get_order(order_id: str) -> Response:
+    try:
+        ORDER_ID.validate_python(order_id)
+    except ValidationError:
+        return error_response(404, "not_found", "no such order")
+    try:
+        record = backends().store.get(order_id)
+    except redis.RedisError:
+        return error_response(503, "store_unavailable", "orders cannot be read right now; retry later")
+    if record is None:
+        return error_response(404, "not_found", "no such order")
+    return json_response(order_view(record), 200)
