@@ -10,9 +10,9 @@ from typing import Any
 from bench.loadgen import BODY
 from bench.plan import TARGET_WORKER_RATIO, progress, ratio
 from common_tasks.celery_app import create_celery_app
-from common_tasks.config import CommonSettings
 from common_tasks.schemas import OrderRequest, ProcessOrder
 from common_tasks.tasks import send_process_order
+from order_store.settings import OrderStoreSettings
 from order_store.store import OrderStore
 
 
@@ -25,7 +25,7 @@ class WorkerPath:
         order = OrderRequest.model_validate_json(BODY)
         ids = [uuid.uuid4().hex for _ in range(count)]
         if kind == "project":
-            settings = CommonSettings(
+            settings = OrderStoreSettings(
                 CELERY_BROKER_URL=self.redis_server.url(0), CELERY_RESULT_BACKEND=self.redis_server.url(1)
             )
             app = create_celery_app(settings, "bench-loader")
