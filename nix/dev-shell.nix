@@ -40,6 +40,8 @@ pkgs.mkShell {
     pkgs.ruff
     pkgs.nixfmt
     pkgs.docker-compose
+    # ./dev up runs the Procfile with it.
+    pkgs.honcho
     pkgs.git
     pkgs.procps
   ];
