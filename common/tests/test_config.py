@@ -34,3 +34,15 @@ def test_bad_value_exits_with_one_line_naming_the_variable(
     assert err.count("\n") == 1
     assert err.startswith("configuration error: ")
     assert name in err
+    assert "Value error" not in err
+
+
+def test_each_bad_variable_gets_its_own_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest@localhost//")
+    monkeypatch.setenv("WORKER_CONCURRENCY", "many")
+    with pytest.raises(ConfigError):
+        load_settings(WorkerSettings)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["CELERY_BROKER_URL", "WORKER_CONCURRENCY"]

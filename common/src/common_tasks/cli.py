@@ -1,5 +1,6 @@
 """The command line of the Celery worker services: `<script>` runs the worker, `<script> healthcheck`
-probes a running one by the age of its heartbeat file.
+probes a running one by the age of its heartbeat file, `<script> check-config` only validates the
+environment (exit status 2 and one line per error when it is not valid).
 
 This module imports neither Celery nor the tasks, so a healthcheck (run every few seconds by Docker)
 costs a fraction of a second instead of a full Celery import.
@@ -39,8 +40,10 @@ def worker_service_main(
     arguments = sys.argv[1:] if argv is None else argv
     if arguments == ["healthcheck"]:
         return heartbeat_healthcheck(settings)
+    if arguments == ["check-config"]:
+        return 0
     if arguments:
-        print(f"usage: {prog} [healthcheck]", file=sys.stderr)
+        print(f"usage: {prog} [healthcheck | check-config]", file=sys.stderr)
         return 2
     from common_tasks.runner import run_worker
 

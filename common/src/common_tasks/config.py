@@ -63,20 +63,21 @@ class ConfigError(SystemExit):
     """Raised (and exits the process) when the environment holds an invalid value."""
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming each bad variable, e.g. `CELERY_VISIBILITY_TIMEOUT: Input should be ...`."""
-    parts = []
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One line per bad variable, e.g. `CELERY_VISIBILITY_TIMEOUT: Input should be ...` (without
+    pydantic's `Value error, ` prefix on the messages of our own validators)."""
+    lines = []
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"]) or "environment"
-        parts.append(f"{name}: {item['msg']}")
-    return "; ".join(parts)
+        lines.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    return lines
 
 
 def load_settings(settings_class: type[SettingsT]) -> SettingsT:
-    """Parse the environment into `settings_class`, or exit with a one-line error."""
+    """Parse the environment into `settings_class`, or exit with one line per error."""
     try:
         return settings_class()
     except ValidationError as error:
-        message = f"configuration error: {describe_validation_error(error)}"
-        print(message, file=sys.stderr)
+        for line in describe_validation_error(error):
+            print(f"configuration error: {line}", file=sys.stderr)
         raise ConfigError(2) from None

@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 from common_tasks.config import load_settings
 from order_service.settings import OrderServiceSettings
 
-USAGE = "usage: order-service [healthcheck]"
+USAGE = "usage: order-service [healthcheck | check-config]"
 
 
 class OrderServiceServer(BaseApplication):
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments == ["healthcheck"]:
         sys.exit(healthcheck(settings))
+    if arguments == ["check-config"]:
+        sys.exit(0)
     if arguments:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
