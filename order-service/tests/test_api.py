@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -147,3 +148,27 @@ def test_debug_is_off_whatever_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app(OrderServiceSettings())
     assert app.debug is False and app.config["DEBUG"] is False
+
+
+def post_chunked(api: str, chunks: list[bytes]) -> tuple[int, dict[str, object]]:
+    """POST /orders with `Transfer-Encoding: chunked` (no Content-Length), as streaming clients do."""
+    host, port = api.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", "/orders", body=iter(chunks), headers=JSON, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_the_body_limit_holds_for_chunked_bodies(api: str, redis_client: redis.Redis) -> None:
+    order = json.dumps(sample_order()).encode()
+    assert post_chunked(api, [order[:10], order[10:]])[0] == 202
+    padded = json.dumps({**sample_order(), "pad": "x" * 70_000}).encode()
+    status, body = post_chunked(api, [padded[i : i + 8192] for i in range(0, len(padded), 8192)])
+    assert (status, body["error"]) == (413, "request_entity_too_large")
+    exactly_over = b" " * (64 * 1024) + order  # the JSON starts past the limit: still too large, not malformed
+    assert_json_error(http_request("POST", f"{api}/orders", exactly_over, headers=JSON), 413)
+    assert post_chunked(api, [exactly_over])[0] == 413
+    assert redis_client.llen("orders") == 1

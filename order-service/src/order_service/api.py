@@ -109,10 +109,16 @@ def readyz() -> Response:
 def create_order() -> Response:
     if request.mimetype != "application/json":
         return error_response(415, "unsupported_media_type", "send the order as application/json")
+    too_large = error_response(413, "request_entity_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(413, "request_entity_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        return too_large
+    # One byte past the limit tells a body that is too large from one that fits, whether it came
+    # with a Content-Length or chunked (where no length is known up front).
+    body = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return too_large
     try:
-        data = parse_json_body(request.get_data(cache=False))
+        data = parse_json_body(body)
     except ValueError as error:
         return error_response(400, "malformed_json", str(error))
     try:

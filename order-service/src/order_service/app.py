@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
-from order_service.api import MAX_BODY_BYTES, Backends, api, error_response
+from order_service.api import Backends, api, error_response
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
 
@@ -25,7 +25,9 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings(OrderServiceSettings)
     app = Flask("order_service")
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, DEBUG=False, TESTING=False)
+    # No MAX_CONTENT_LENGTH: Werkzeug would cut a chunked body at the limit without a word; the
+    # route reads one byte past MAX_BODY_BYTES itself and answers 413.
+    app.config.update(DEBUG=False, TESTING=False)
     app.extensions["order_service"] = Backends(
         celery_app=celery_app or create_celery_app(settings, "order-service"),
         store=store or OrderStore.from_url(settings.order_store_url),
