@@ -213,15 +213,16 @@ def markdown(results: dict[str, Any]) -> str:
         "bare Flask endpoint doing one send_task under the same gunicorn settings (bench/bare_flask.py). "
         "Ratios are project / baseline (for latencies, > 1 means slower).",
         "",
-        "| end to end step | offered/s | achieved/s | notified/sent | p50 ms | p99 ms | max ms | HTTP p99 ms |",
+        "| end to end step | offered/s | achieved/s | posted / accepted (202) / notified | p50 ms | p99 ms | max ms "
+        "| HTTP p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, steps in (("fixed rate", results["end_to_end"]["rates"]), ("ramp", results["saturation"]["steps"])):
         for step in steps:
             lines.append(
                 f"| {label} | {step['offered_per_s']:.0f} | {cell(step['achieved_per_s'])} | "
-                f"{step['notified']}/{step['sent']} | {cell(step['p50_ms'])} | {cell(step['p99_ms'])} | "
-                f"{cell(step['max_ms'])} | {cell(step['http_p99_ms'])} |"
+                f"{step['sent']} / {step['accepted']} / {step['notified']} | {cell(step['p50_ms'])} | "
+                f"{cell(step['p99_ms'])} | {cell(step['max_ms'])} | {cell(step['http_p99_ms'])} |"
             )
     return "\n".join(lines) + "\n"
 
