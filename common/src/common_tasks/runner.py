@@ -88,6 +88,13 @@ def install_abandoned_message_sweep(app: Celery, interval: float) -> None:
     app.steps["consumer"].add(AbandonedMessageSweep)
 
 
+def node_name(prefix: str) -> str:
+    """`worker@<host>` in a container (PID 1; the host name is the container's own), else
+    `worker.<pid>@<host>`, so processes on one host can be told apart too."""
+    pid = os.getpid()
+    return f"{prefix}@%h" if pid == 1 else f"{prefix}.{pid}@%h"
+
+
 def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[str]:
     return [
         "worker",
@@ -97,9 +104,8 @@ def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[
         str(settings.WORKER_CONCURRENCY),
         "--loglevel",
         settings.LOG_LEVEL,
-        # A unique node name per process, so replicas on one host can be told apart.
         "--hostname",
-        f"{node_prefix}.{os.getpid()}@%h",
+        node_name(node_prefix),
         # Mingle and gossip add broker chatter at start-up; the services never use them.
         "--without-mingle",
         "--without-gossip",
