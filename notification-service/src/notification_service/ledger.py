@@ -17,8 +17,7 @@ from typing import Literal
 
 import redis
 
-SOCKET_CONNECT_TIMEOUT = 1.0
-SOCKET_TIMEOUT = 2.0
+from common_tasks.redis_state import state_client
 
 Claim = Literal["claimed", "busy", "delivered", "failed"]
 
@@ -71,14 +70,7 @@ class DeliveryLedger:
 
     @classmethod
     def from_url(cls, url: str) -> DeliveryLedger:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-            socket_timeout=SOCKET_TIMEOUT,
-            health_check_interval=10,
-        )
-        return cls(client)
+        return cls(state_client(url))
 
     def claim(self, order_id: str, owner: str, seconds: int) -> Claim:
         """`claimed`: deliver now. `delivered`/`failed`: the outcome is known already. `busy`: a copy

@@ -15,14 +15,13 @@ from typing import Literal
 
 import redis
 
+from common_tasks.redis_state import state_client
 from common_tasks.schemas import OrderItem, OrderRequest
 
 OrderStatus = Literal["accepted", "processing", "completed", "failed"]
 NotificationState = Literal["pending", "sent", "failed"]
 
 OPEN_ORDERS_KEY = "orders:open"
-SOCKET_CONNECT_TIMEOUT = 1.0
-SOCKET_TIMEOUT = 2.0
 
 
 def order_key(order_id: str) -> str:
@@ -125,14 +124,7 @@ class OrderStore:
 
     @classmethod
     def from_url(cls, url: str) -> OrderStore:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-            socket_timeout=SOCKET_TIMEOUT,
-            health_check_interval=10,
-        )
-        return cls(client)
+        return cls(state_client(url))
 
     def ping(self) -> bool:
         return bool(self.client.ping())
