@@ -58,9 +58,10 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # At-least-once delivery; every task is idempotent per order_id.
+        # No task outlives the visibility timeout (a task cut off is finished by the reconciler).
         "task_soft_time_limit": soft_limit,
         "task_time_limit": hard_limit,
+        # At-least-once delivery; every task is idempotent per order_id.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
