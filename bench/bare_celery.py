@@ -1,8 +1,9 @@
-"""Baseline worker: a bare Celery app with the project's exact Celery settings and a no-op task.
+"""Worker-path baseline: a bare Celery app with the project's exact Celery settings and a no-op task.
 
 It is configured by the same `celery_config()` as the services (broker, JSON, acks_late,
-reject_on_worker_lost, prefetch 1, transport options, queues, consumer), so the very same
-`orders.process` messages can be drained by either and only the task body differs. Start it with
+reject_on_worker_lost, prefetch 1, transport options, queues) minus the project's consumer class
+(`bare_config`: Celery's own consumer, as a bare Celery app has), so the very same `orders.process`
+messages can be drained by either and only the task body differs. Start it with
 `celery -A bench.bare_celery worker -Q orders -P prefork -c 2 --without-mingle --without-gossip`.
 """
 
@@ -10,14 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from common_tasks.celery_app import create_celery_app
+from celery import Celery
+
+from common_tasks.celery_app import celery_config
 from common_tasks.config import CommonSettings, load_settings
 from common_tasks.tasks import PROCESS_ORDER
 
-app = create_celery_app(load_settings(CommonSettings), "bare")
+
+def bare_config(settings: CommonSettings) -> dict[str, Any]:
+    """The project's Celery settings without the project's consumer class (Celery's own instead)."""
+    config = celery_config(settings)
+    config.pop("worker_consumer", None)
+    return config
 
 
-@app.task(name=PROCESS_ORDER.name)
+app = Celery("bare", set_as_current=False)
+app.conf.update(bare_config(load_settings(CommonSettings)))
+
+
+@app.task(name=PROCESS_ORDER.name, shared=False)
 def noop(*args: Any, **kwargs: Any) -> None:
     """Does nothing: the baseline measures Celery + Redis alone."""
     return None

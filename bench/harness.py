@@ -10,11 +10,18 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
+import psutil
 import redis
 
+from bench.bare_chain import DONE_KEY
 from bench.plan import REPO_ROOT, Plan
-from stack_testkit import RedisServer, console_script, http_request, wait_until
+from stack_testkit import RedisServer, console_script, free_port, http_request, wait_until
+
+# The services of an end-to-end stack, under the same names for the project and the bare chain.
+SERVICES = ("web", "orders-worker", "notifications-worker", "redis")
+MIB = 1024 * 1024
 
 
 class Process:
@@ -64,6 +71,114 @@ class Process:
             pass
 
 
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and its descendants (gunicorn workers, Celery pool children)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """user + system CPU of the processes, including their children that exited and were reaped."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def memory(processes: list[psutil.Process]) -> dict[str, float]:
+    """RSS summed over the processes (counts pages that forked children share with their parent in
+    every process), and PSS (each shared page split between its sharers), in MiB."""
+    rss = pss = 0
+    for process in processes:
+        try:
+            info = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return {"rss_mib": round(rss / MIB, 1), "pss_mib": round(pss / MIB, 1), "processes": len(processes)}
+
+
+class Stack:
+    """One end-to-end stack on its own redis-server: the project's three services, or the bare chain
+    (bench/bare_chain.py: two `celery worker` processes and bench/bare_flask.py)."""
+
+    def __init__(self, kind: str, redis_server: RedisServer, services: dict[str, Process], url: str) -> None:
+        self.kind = kind
+        self.redis_server = redis_server
+        self.services = services
+        self.url = url
+        self.client = redis_server.client(0)
+        # Commands this harness sent to the stack's Redis between snapshots (taken out of the counts).
+        self.own_commands: dict[str, int] = {}
+
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        found = {name: tree(process.popen.pid) for name, process in self.services.items()}
+        assert self.redis_server.process is not None
+        found["redis"] = tree(self.redis_server.process.pid)
+        return found
+
+    def unfinished(self) -> int:
+        """Orders accepted but not finished: one cheap command, counted as the harness's own."""
+        if self.kind == "project":
+            command, value = "zcard", self.client.zcard("orders:open")  # the order store's open orders
+        else:
+            command, value = "hlen", self.client.hlen(DONE_KEY)
+            value = self.expected_done - value
+        self.own_commands[command] = self.own_commands.get(command, 0) + 1
+        return int(value)
+
+    expected_done = 0  # bare chain: entries bench:done will have once every accepted order finished
+
+    def completion_times(self, order_ids: list[str]) -> dict[str, tuple[float, float | None]]:
+        """{order_id: (finished at, started at inside the stack or None)} for the finished orders."""
+        found: dict[str, tuple[float, float | None]] = {}
+        for start in range(0, len(order_ids), 1000):
+            chunk = order_ids[start : start + 1000]
+            pipe = self.client.pipeline(transaction=False)
+            if self.kind == "project":
+                for order_id in chunk:
+                    pipe.hmget(f"order:{order_id}", "notification", "created_at", "updated_at")
+                for order_id, (state, created, updated) in zip(chunk, pipe.execute(), strict=True):
+                    if state == "sent":
+                        found[order_id] = (float(updated), float(created))
+            else:
+                pipe.hmget(DONE_KEY, chunk)
+                for order_id, finished in zip(chunk, pipe.execute()[0], strict=True):
+                    if finished is not None:
+                        found[order_id] = (float(finished), None)
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """CPU seconds and memory per service, and Redis's counters (one INFO call)."""
+        processes = self.processes()
+        info = self.client.info("all")
+        own, self.own_commands = self.own_commands, {}
+        marker = self.client.memory_usage(DONE_KEY, samples=0) if self.kind == "bare" else None
+        return {
+            "cpu": {name: cpu_seconds(procs) for name, procs in processes.items()},
+            "memory": {name: memory(procs) for name, procs in processes.items()},
+            "commands": {
+                key.removeprefix("cmdstat_"): value["calls"]
+                for key, value in info.items()
+                if key.startswith("cmdstat_")
+            },
+            "own_commands": own,
+            "keys": sum(
+                value["keys"] for key, value in info.items() if key.startswith("db") and isinstance(value, dict)
+            ),
+            "used_memory": info["used_memory"],
+            "marker_bytes": marker or 0,
+        }
+
+
 class Harness:
     """The processes and the Redis of one run; the phases (mixins) use them."""
 
@@ -76,18 +191,21 @@ class Harness:
         self.log_dir.mkdir(parents=True)
         self.scratch = Path(tempfile.mkdtemp(prefix="bench-"))
         self.redis_server = RedisServer(self.scratch / "redis")
+        # The bare chain's own Redis, so that each stack's Redis CPU and commands are its own.
+        self.bare_redis_server = RedisServer(self.scratch / "redis-bare")
         self.processes: list[Process] = []
 
     # environment and processes
 
-    def env(self, **overrides: str) -> dict[str, str]:
+    def env(self, redis_server: RedisServer | None = None, **overrides: str) -> dict[str, str]:
+        redis_server = redis_server or self.redis_server
         env = dict(os.environ)
         pythonpath = [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update(
             PYTHONPATH=os.pathsep.join(pythonpath),
             PYTHONUNBUFFERED="1",
-            CELERY_BROKER_URL=self.redis_server.url(0),
-            CELERY_RESULT_BACKEND=self.redis_server.url(1),
+            CELERY_BROKER_URL=redis_server.url(0),
+            CELERY_RESULT_BACKEND=redis_server.url(1),
             LOG_LEVEL="INFO",
             WORKER_CONCURRENCY=str(self.plan.concurrency),
             WEB_CONCURRENCY=str(self.plan.web_concurrency),
@@ -97,8 +215,8 @@ class Harness:
         env.update(overrides)
         return env
 
-    def start(self, name: str, argv: list[str], **env: str) -> Process:
-        process = Process(name, argv, self.env(**env), self.log_dir)
+    def start(self, name: str, argv: list[str], redis_server: RedisServer | None = None, **env: str) -> Process:
+        process = Process(name, argv, self.env(redis_server, **env), self.log_dir)
         self.processes.append(process)
         return process
 
@@ -112,6 +230,7 @@ class Harness:
             process.stop(timeout=10)
         self.processes.clear()
         self.redis_server.stop()
+        self.bare_redis_server.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def start_project_worker(self) -> Process:
@@ -126,3 +245,52 @@ class Harness:
 
     def redis(self) -> redis.Redis:
         return self.redis_server.client(0)
+
+    def start_stacks(self, kinds: tuple[str, ...], **env: str) -> list[Stack]:
+        """Start the stacks (project on the main Redis, bare chain on its own, both flushed) side by
+        side, then wait until every service is ready. `env`: settings for the project's services."""
+        pending = []
+        for kind in kinds:
+            redis_server = self.redis_server if kind == "project" else self.bare_redis_server
+            if redis_server.process is None:
+                redis_server.start()
+            redis_server.client(0).flushall()
+            port = str(free_port())
+            if kind == "project":
+                heartbeat = str(self.scratch / f"{uuid.uuid4().hex[:6]}.heartbeat")
+                services = {
+                    "web": self.start("order-service", [console_script("order-service")], PORT=port, **env),
+                    "orders-worker": self.start(
+                        "worker", [console_script("worker")], WORKER_HEARTBEAT_FILE=heartbeat + "-w", **env
+                    ),
+                    "notifications-worker": self.start(
+                        "notification-service",
+                        [console_script("notification-service")],
+                        WORKER_HEARTBEAT_FILE=heartbeat + "-n",
+                        **env,
+                    ),
+                }
+            else:
+                services = {
+                    "web": self.start(
+                        "bare-flask", [sys.executable, "-m", "bench.bare_flask"], redis_server, PORT=port
+                    ),
+                    "orders-worker": self.start_bare_chain_worker("orders", redis_server),
+                    "notifications-worker": self.start_bare_chain_worker("notifications", redis_server),
+                }
+            pending.append(Stack(kind, redis_server, services, f"http://127.0.0.1:{port}"))
+        for stack in pending:
+            stack.services["orders-worker"].wait_log(" ready.")
+            stack.services["notifications-worker"].wait_log(" ready.")
+            stack.services["web"].wait_http(f"{stack.url}/healthz")
+        return pending
+
+    def start_bare_chain_worker(self, queue: str, redis_server: RedisServer) -> Process:
+        argv = [sys.executable, "-m", "celery", "-A", "bench.bare_chain", "worker", "--queues", queue]
+        argv += ["--pool", "prefork", "--concurrency", str(self.plan.concurrency), "--loglevel", "INFO"]
+        argv += ["--hostname", f"bare-{queue}.{uuid.uuid4().hex[:6]}@%h", "--without-mingle", "--without-gossip"]
+        return self.start(f"bare-{queue}-worker", argv, redis_server)
+
+    def stop_stack(self, stack: Stack) -> None:
+        for name in ("web", "notifications-worker", "orders-worker"):
+            self.stop(stack.services[name])

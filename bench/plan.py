@@ -16,6 +16,12 @@ POST_LUA = BENCH_DIR / "post.lua"
 TARGET_WORKER_RATIO = 0.9
 TARGET_ACCEPT_RATIO = 0.9
 TARGET_E2E_P99_MS_AT_50 = 25.0
+# Against the bare chain (bench/bare_chain.py), measured in the same run (issue 14).
+FIXED_RATE = 50  # orders/s of the fixed-rate run: p50/p99, CPU, memory and Redis commands per order
+TARGET_SATURATION_RATIO = 0.9  # project saturation rate >= 0.9x the bare chain's
+TARGET_P99_RATIO_AT_FIXED = 1.5  # project p99 at FIXED_RATE <= 1.5x the bare chain's
+TARGET_CPU_RATIO = 1.25  # project CPU seconds per order <= 1.25x the bare chain's
+TARGET_EVENTS_COST = 0.10  # task events on cost <= 10 % more CPU per order than off
 # A ramp step fails when fewer than this share of the offered rate completes, or p99 exceeds the limit.
 SATURATION_ACHIEVED_SHARE = 0.95
 SATURATION_P99_LIMIT_MS = 500.0
@@ -35,8 +41,12 @@ class Plan:
     accept_reps: int
     e2e_rates: tuple[int, ...]
     e2e_seconds: float
+    e2e_fixed_reps: int
     saturation_rates: tuple[int, ...]
+    saturation_refine: int
     saturation_seconds: float
+    option_seconds: float
+    option_reps: int
     settle_timeout: float
     redis_requests: int
 
@@ -54,8 +64,12 @@ FULL = Plan(
     accept_reps=2,
     e2e_rates=(50, 200),
     e2e_seconds=20.0,
-    saturation_rates=(20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 400),
-    saturation_seconds=12.0,
+    e2e_fixed_reps=2,
+    saturation_rates=(20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400, 500),
+    saturation_refine=2,
+    saturation_seconds=10.0,
+    option_seconds=20.0,
+    option_reps=2,
     settle_timeout=240.0,
     redis_requests=200_000,
 )
@@ -70,8 +84,12 @@ QUICK = replace(
     accept_warmup_seconds=1,
     accept_reps=1,
     e2e_seconds=1.5,
+    e2e_fixed_reps=1,
     saturation_rates=(20,),
+    saturation_refine=0,
     saturation_seconds=1.5,
+    option_seconds=1.5,
+    option_reps=1,
     settle_timeout=40.0,
     redis_requests=20_000,
 )

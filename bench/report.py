@@ -11,7 +11,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.plan import BENCH_DIR, TARGET_ACCEPT_RATIO, TARGET_E2E_P99_MS_AT_50, TARGET_WORKER_RATIO
+from bench.plan import (
+    BENCH_DIR,
+    FIXED_RATE,
+    TARGET_ACCEPT_RATIO,
+    TARGET_CPU_RATIO,
+    TARGET_E2E_P99_MS_AT_50,
+    TARGET_EVENTS_COST,
+    TARGET_P99_RATIO_AT_FIXED,
+    TARGET_SATURATION_RATIO,
+    TARGET_WORKER_RATIO,
+)
 
 
 def machine() -> dict[str, Any]:
@@ -83,8 +93,31 @@ REQUIRED_KEYS: list[tuple[str, ...]] = [
     *[("accept_path", "levels", level, "ratio_rps") for level in ("1", "8", "32")],
     ("end_to_end", "rates"),
     ("end_to_end", "p99_ms_at_50"),
+    ("end_to_end", "baseline_rates"),
+    ("end_to_end", "at_fixed_rate", "ratio_p99"),
     ("saturation", "saturation_rate"),
+    ("saturation", "baseline_saturation_rate"),
     ("saturation", "steps"),
+    ("saturation", "baseline_steps"),
+    ("saturation", "ratio"),
+    *[
+        ("resources", kind, key)
+        for kind in ("project", "baseline")
+        for key in (
+            "cpu_s_per_1000",
+            "cpu_s_per_1000_by_service",
+            "redis_commands_per_1000",
+            "redis_commands_per_1000_by_command",
+            "redis_keys_per_order",
+            "redis_bytes_per_order",
+            "memory_idle",
+            "memory_end",
+        )
+    ],
+    ("resources", "ratio_cpu"),
+    ("resources", "retention"),
+    ("options", "configurations"),
+    ("options", "events_cost"),
     ("redis_ceiling", "results", "lpush_c50", "ops_per_s"),
     ("redis_ceiling", "results", "rpop_c50", "ops_per_s"),
     ("summary",),
@@ -100,17 +133,24 @@ def missing_keys(results: dict[str, Any]) -> list[str]:
                 missing.append(".".join(path))
                 break
             node = node[key]
-    rates = {step.get("offered_per_s") for step in results.get("end_to_end", {}).get("rates", [])}
-    for rate in (50, 200):
-        if rate not in rates:
-            missing.append(f"end_to_end.rates[{rate}/s]")
-    for step in results.get("end_to_end", {}).get("rates", []):
-        for key in ("p50_ms", "p99_ms", "max_ms", "achieved_per_s"):
-            if step.get(key) is None:
-                missing.append(f"end_to_end.rates[{step.get('offered_per_s')}/s].{key}")
+    for series in ("rates", "baseline_rates"):
+        rates = {step.get("offered_per_s") for step in results.get("end_to_end", {}).get(series, [])}
+        for rate in (50, 200):
+            if rate not in rates:
+                missing.append(f"end_to_end.{series}[{rate}/s]")
+        for step in results.get("end_to_end", {}).get(series, []):
+            for key in ("p50_ms", "p99_ms", "max_ms", "achieved_per_s", "cpu_s_per_1000"):
+                if step.get(key) is None:
+                    missing.append(f"end_to_end.{series}[{step.get('offered_per_s')}/s].{key}")
     for measure in ("worker_path", "accept_path"):
         if measure in results and results[measure].get("ratio", 0) is None:
             missing.append(f"{measure}.ratio (no value)")
+    for path in (("resources", "ratio_cpu"), ("end_to_end", "at_fixed_rate", "ratio_p99"), ("options", "events_cost")):
+        node: Any = results
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None and ".".join(path) not in missing:
+            missing.append(f"{'.'.join(path)} (no value)")
     return missing
 
 
@@ -122,6 +162,14 @@ def summary_row(
 
 def at_least(ratio: float | None, target: float) -> bool | None:
     return None if ratio is None else ratio >= target
+
+
+def at_most(ratio: float | None, target: float) -> bool | None:
+    return None if ratio is None else ratio <= target
+
+
+def total(memory: dict[str, dict[str, float]] | None, key: str = "rss_mib") -> float | None:
+    return None if not memory else round(sum(service[key] for service in memory.values()), 1)
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,11 +216,77 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     sat = results["saturation"]
-    rate = sat["saturation_rate"]
+
+    def reached(rate: float | None, not_reached: bool) -> Any:
+        return None if rate is None else (f">= {rate}" if not_reached else rate)
+
     rows.append(
         summary_row(
-            "end to end: saturation rate (orders/s)",
-            None if rate is None else (f">= {rate}" if sat["not_reached"] else rate),
+            "end to end: saturation rate (orders/s) vs bare chain",
+            reached(sat["saturation_rate"], sat["not_reached"]),
+            reached(sat["baseline_saturation_rate"], sat["baseline_not_reached"]),
+            sat["ratio"],
+            f">= {TARGET_SATURATION_RATIO}x",
+            at_least(sat["ratio"], TARGET_SATURATION_RATIO),
+        )
+    )
+    fixed = results["end_to_end"]["at_fixed_rate"]
+    for pct, target in (("p50", None), ("p99", TARGET_P99_RATIO_AT_FIXED)):
+        rows.append(
+            summary_row(
+                f"end to end at {FIXED_RATE}/s vs bare chain: {pct} ms, POST -> last hop done",
+                fixed["project"][f"{pct}_ms"],
+                fixed["baseline"][f"{pct}_ms"],
+                fixed[f"ratio_{pct}"],
+                f"<= {target}x" if target else "",
+                at_most(fixed[f"ratio_{pct}"], target) if target else None,
+            )
+        )
+    res = results["resources"]
+    project, baseline = res["project"], res["baseline"]
+    rows.append(
+        summary_row(
+            f"CPU s per 1,000 orders at {FIXED_RATE}/s (every process, Redis included)",
+            project["cpu_s_per_1000"],
+            baseline["cpu_s_per_1000"],
+            res["ratio_cpu"],
+            f"<= {TARGET_CPU_RATIO}x",
+            at_most(res["ratio_cpu"], TARGET_CPU_RATIO),
+        )
+    )
+    rows.append(
+        summary_row(
+            f"Redis commands per 1,000 orders at {FIXED_RATE}/s",
+            project["redis_commands_per_1000"],
+            baseline["redis_commands_per_1000"],
+            res["ratio_redis_commands"],
+        )
+    )
+    for moment in ("idle", "end"):
+        p_rss, b_rss = total(project[f"memory_{moment}"]), total(baseline[f"memory_{moment}"])
+        rows.append(
+            summary_row(
+                f"memory, RSS MiB summed over every process, {'idle' if moment == 'idle' else 'end of the run'}",
+                p_rss,
+                b_rss,
+                None if not p_rss or not b_rss else round(p_rss / b_rss, 3),
+            )
+        )
+    for key, label in (
+        ("redis_keys_per_order", "Redis keys kept per order"),
+        ("redis_bytes_per_order", "Redis bytes kept per order"),
+    ):
+        rows.append(summary_row(label, project[key], baseline[key]))
+    options = results["options"]
+    for name, entry in options["configurations"].items():
+        rows.append(summary_row(f"options: CPU s per 1,000 orders at {FIXED_RATE}/s, {name}", entry["cpu_s_per_1000"]))
+    cost = options["events_cost"]
+    rows.append(
+        summary_row(
+            "options: task events on, extra CPU per order (vs off)",
+            None if cost is None else f"{cost:+.1%}",
+            target=f"<= {TARGET_EVENTS_COST:.0%}",
+            met=None if cost is None else cost <= TARGET_EVENTS_COST,
         )
     )
     for name, value in results["redis_ceiling"]["results"].items():
@@ -210,20 +324,73 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Baselines: worker path = bare Celery app (bench/bare_celery.py, same settings, no-op task); accept path = "
-        "bare Flask endpoint doing one send_task under the same gunicorn settings (bench/bare_flask.py). "
-        "Ratios are project / baseline (for latencies, > 1 means slower).",
+        "bare Flask endpoint doing one send_task under the same gunicorn settings (bench/bare_flask.py); end to end "
+        "= the same three hops as no-op tasks that only send the next one (bench/bare_chain.py, two `celery worker` "
+        "processes, same settings and pools) behind the bare Flask endpoint. Ratios are project / baseline (for "
+        "latencies, CPU and memory, > 1 means the project costs more).",
         "",
-        "| end to end step | offered/s | achieved/s | posted / accepted (202) / notified | p50 ms | p99 ms | max ms "
-        "| HTTP p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| end to end step | stack | offered/s | achieved/s | posted / accepted (202) / finished | p50 ms | p99 ms "
+        "| max ms | HTTP p99 ms | CPU s / 1,000 | Redis cmds / order |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, steps in (("fixed rate", results["end_to_end"]["rates"]), ("ramp", results["saturation"]["steps"])):
-        for step in steps:
+    e2e, sat = results["end_to_end"], results["saturation"]
+    for label, series in (
+        ("fixed rate", [*e2e["rates"], *e2e["baseline_rates"]]),
+        ("ramp", [*sat["steps"], *sat["baseline_steps"]]),
+    ):
+        for step in series:
+            per_order = step.get("redis_commands_per_1000")
             lines.append(
-                f"| {label} | {step['offered_per_s']:.0f} | {cell(step['achieved_per_s'])} | "
+                f"| {label} | {'project' if step['stack'] == 'project' else 'bare chain'} | "
+                f"{step['offered_per_s']:.0f} | {cell(step['achieved_per_s'])} | "
                 f"{step['sent']} / {step['accepted']} / {step['notified']} | {cell(step['p50_ms'])} | "
-                f"{cell(step['p99_ms'])} | {cell(step['max_ms'])} | {cell(step['http_p99_ms'])} |"
+                f"{cell(step['p99_ms'])} | {cell(step['max_ms'])} | {cell(step['http_p99_ms'])} | "
+                f"{cell(step['cpu_s_per_1000'])} | {cell(None if per_order is None else per_order / 1000)} |"
             )
+    res = results["resources"]
+    project, baseline = res["project"], res["baseline"]
+    lines += [
+        "",
+        f"Per service at {FIXED_RATE}/s: CPU seconds per 1,000 orders; memory as RSS summed over the service's "
+        "processes (shared pages counted in each) / PSS (shared pages split), MiB, idle and at the end of the run.",
+        "",
+        "| service | CPU s / 1,000, project | bare chain | RSS / PSS idle, project | bare chain "
+        "| RSS / PSS end, project | bare chain |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def mem(entry: dict[str, Any], moment: str, service: str) -> str:
+        values = (entry.get(f"memory_{moment}") or {}).get(service)
+        return "-" if not values else f"{values['rss_mib']:.1f} / {values['pss_mib']:.1f}"
+
+    for service in ("web", "orders-worker", "notifications-worker", "redis"):
+        lines.append(
+            f"| {service} | {cell((project['cpu_s_per_1000_by_service'] or {}).get(service))} | "
+            f"{cell((baseline['cpu_s_per_1000_by_service'] or {}).get(service))} | {mem(project, 'idle', service)} | "
+            f"{mem(baseline, 'idle', service)} | {mem(project, 'end', service)} | {mem(baseline, 'end', service)} |"
+        )
+    lines += ["", f"Redis commands per 1,000 orders at {FIXED_RATE}/s (top 12 of each):", ""]
+    lines += ["| project | calls | bare chain | calls |", "| --- | ---: | --- | ---: |"]
+    top_p = list((project["redis_commands_per_1000_by_command"] or {}).items())[:12]
+    top_b = list((baseline["redis_commands_per_1000_by_command"] or {}).items())[:12]
+    for index in range(max(len(top_p), len(top_b))):
+        left = top_p[index] if index < len(top_p) else ("", None)
+        right = top_b[index] if index < len(top_b) else ("", None)
+        lines.append(f"| {left[0]} | {cell(left[1])} | {right[0]} | {cell(right[1])} |")
+    lines += ["", f"Retention: {res['retention']}", ""]
+    options = results["options"]
+    lines += [
+        f"Option costs (project at {FIXED_RATE}/s, {options['runs_per_configuration']} run(s) each, median):",
+        "",
+        "| configuration | environment | CPU s / 1,000 | runs | p99 ms |",
+        "| --- | --- | ---: | --- | ---: |",
+    ]
+    for name, entry in options["configurations"].items():
+        environment = ", ".join(f"{key}={value}" for key, value in entry["environment"].items())
+        runs = ", ".join(f"{value:.2f}" for value in entry["cpu_s_per_1000_runs"])
+        lines.append(f"| {name} | {environment} | {cell(entry['cpu_s_per_1000'])} | {runs} | {cell(entry['p99_ms'])} |")
+    if options.get("note"):
+        lines += ["", options["note"]]
     return "\n".join(lines) + "\n"
 
 
@@ -233,27 +400,34 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = sorted(
-        results["end_to_end"]["rates"] + results["saturation"]["steps"], key=lambda step: step["offered_per_s"]
-    )
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    rates = [step["offered_per_s"] for step in steps]
-    for key, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("max_ms", "^--")):
-        left.plot(
-            rates, [step[key] if step[key] is not None else float("nan") for step in steps], style, label=key[:-3]
-        )
-    left.axhline(
-        TARGET_E2E_P99_MS_AT_50,
-        color="grey",
-        linestyle=":",
-        label=f"target p99 at 50/s ({TARGET_E2E_P99_MS_AT_50:.0f} ms)",
-    )
+    e2e, sat = results["end_to_end"], results["saturation"]
+    series = {
+        "project": sorted(e2e["rates"] + sat["steps"], key=lambda step: step["offered_per_s"]),
+        "bare chain": sorted(e2e["baseline_rates"] + sat["baseline_steps"], key=lambda step: step["offered_per_s"]),
+    }
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 5))
+
+    def values(steps: list[dict[str, Any]], key: str) -> list[float]:
+        return [step[key] if step.get(key) is not None else float("nan") for step in steps]
+
+    for (name, steps), color in zip(series.items(), ("tab:blue", "tab:orange"), strict=True):
+        rates = [step["offered_per_s"] for step in steps]
+        left.plot(rates, values(steps, "p50_ms"), "o-", color=color, label=f"{name} p50")
+        left.plot(rates, values(steps, "p99_ms"), "s--", color=color, label=f"{name} p99")
+        middle.plot(rates, values(steps, "cpu_s_per_1000"), "o-", color=color, label=name)
+    left.axvline(FIXED_RATE, color="grey", linestyle=":", linewidth=1)
     left.set_yscale("log")
     left.set_xlabel("offered orders/s")
-    left.set_ylabel("POST -> notification recorded (ms)")
+    left.set_ylabel("POST -> last hop done (ms)")
     left.set_title("End-to-end latency vs offered rate")
     left.legend()
     left.grid(True, which="both", alpha=0.3)
+    middle.set_xlabel("offered orders/s")
+    middle.set_ylabel("CPU seconds per 1,000 orders (all processes)")
+    middle.set_title("CPU per order vs offered rate")
+    middle.set_ylim(bottom=0)
+    middle.legend()
+    middle.grid(True, alpha=0.3)
 
     labels = ["worker\ntasks/s"]
     project = [results["worker_path"]["project"]["tasks_per_s"]]
@@ -264,6 +438,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         project.append(entry["project"]["rps"])
         baseline.append(entry["baseline"]["rps"])
         ratios.append(entry["ratio_rps"])
+    labels.append("saturation\norders/s")
+    project.append(sat["saturation_rate"] or 0)
+    baseline.append(sat["baseline_saturation_rate"] or 0)
+    ratios.append(sat["ratio"])
     xs = range(len(labels))
     width = 0.38
     right.bar([x - width / 2 for x in xs], project, width, label="project")

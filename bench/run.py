@@ -11,10 +11,13 @@ Phases (each prints progress lines on stderr):
    bare Celery app (bench/bare_celery.py) draining identical messages with a no-op task.
 2. accept path: `wrk` POSTs orders at 1, 8 and 32 connections to the `order-service` console script
    and to a bare Flask app doing one send_task (bench/bare_flask.py) under the same gunicorn config.
-3. end to end: worker + notification-service + order-service; orders POSTed at fixed open-loop rates;
-   latency = `updated_at - created_at` of each order once `notification == sent`; then a ramp of
-   rates to find where the stack saturates.
-4. Redis ceiling: `redis-benchmark` LPUSH/RPOP against the same redis-server.
+3. end to end: worker + notification-service + order-service against the same three hops in bare
+   Celery (bench/bare_chain.py, bench/bare_flask.py), side by side on two redis-servers, loaded in
+   turn: fixed open-loop rates, then a ramp of rates to find where each saturates; latency = from
+   each POST's due time to the finish time its last hop wrote; CPU seconds of every process, Redis
+   commands, keys and bytes, and memory, per 1,000 orders.
+4. option costs: CPU per order of the project with task events off and with Celery's own logging.
+5. Redis ceiling: `redis-benchmark` LPUSH/RPOP against the same redis-server.
 
 Outputs: bench/out/results.json, bench/out/results.md, bench/out/bench.png (and, in full mode, the
 committed copies bench/results.json, bench/results.md, bench/results.png).
@@ -35,14 +38,18 @@ from typing import Any
 from bench.accept_path import AcceptPath
 from bench.end_to_end import EndToEnd
 from bench.harness import Harness
+from bench.options import Options
 from bench.plan import _START, FULL, OUT_DIR, QUICK, Plan, progress
 from bench.redis_ceiling import RedisCeiling
 from bench.report import machine, missing_keys, summary_rows, versions, write_outputs
 from bench.worker_path import WorkerPath
 
 
-class Bench(Harness, WorkerPath, AcceptPath, EndToEnd, RedisCeiling):
-    """One benchmark run: the harness and its four phases."""
+class Bench(Harness, WorkerPath, AcceptPath, EndToEnd, Options, RedisCeiling):
+    """One benchmark run: the harness and its five phases."""
+
+
+PHASES = ("worker", "accept", "e2e", "options", "redis")
 
 
 def run(plan: Plan, out_dir: Path, phases: set[str]) -> dict[str, Any]:
@@ -58,6 +65,7 @@ def run(plan: Plan, out_dir: Path, phases: set[str]) -> dict[str, Any]:
         ("worker", bench.worker_path),
         ("accept", bench.accept_path),
         ("e2e", bench.end_to_end),
+        ("options", bench.options),
         ("redis", bench.redis_ceiling),
     ]
     try:
@@ -73,7 +81,9 @@ def run(plan: Plan, out_dir: Path, phases: set[str]) -> dict[str, Any]:
             elif name == "accept":
                 results["accept_path"] = value
             elif name == "e2e":
-                results["end_to_end"], results["saturation"] = value
+                results["end_to_end"], results["saturation"], results["resources"] = value
+            elif name == "options":
+                results["options"] = value
             else:
                 results["redis_ceiling"] = value
     finally:
@@ -90,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default bench/out)")
     parser.add_argument(
         "--only",
-        default="worker,accept,e2e,redis",
-        help="comma-separated phases to run (worker, accept, e2e, redis); partial runs are never committed",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run ({', '.join(PHASES)}); partial runs are never committed",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     phases = {phase.strip() for phase in args.only.split(",") if phase.strip()}
     results = run(plan, args.out, phases)
-    complete = phases == {"worker", "accept", "e2e", "redis"}
+    complete = phases == set(PHASES)
     if not complete:
         print(json.dumps(results, indent=2))
         return 0
