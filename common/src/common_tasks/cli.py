@@ -32,10 +32,10 @@ def heartbeat_healthcheck(settings: WorkerSettings) -> int:
 
 
 def worker_service_main(
-    prog: str, settings_class: type[WorkerSettings], queue: str, app_factory: str, argv: list[str] | None = None
+    prog: str, settings_class: type[WorkerSettings], queue: str, app_module: str, argv: list[str] | None = None
 ) -> int:
-    """Parse the environment, then probe (`healthcheck`) or run the worker built by `app_factory`,
-    a `module:function` taking the settings and returning the Celery app."""
+    """Parse the environment, then probe (`healthcheck`) or run the worker of `app_module`'s `app`:
+    the module `celery -A` takes, which builds the app from the environment when imported."""
     settings = load_settings(settings_class)
     arguments = sys.argv[1:] if argv is None else argv
     if arguments == ["healthcheck"]:
@@ -47,6 +47,5 @@ def worker_service_main(
         return 2
     from common_tasks.runner import run_worker
 
-    module, _, function = app_factory.partition(":")
-    app = getattr(importlib.import_module(module), function)(settings)
+    app = importlib.import_module(app_module).app
     return run_worker(app, settings, queue, prog)
