@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Stack
+from bench.harness import Profiler, Stack
 from bench.plan import (
     FIXED_RATE,
     REPO_ROOT,
@@ -178,10 +178,18 @@ class EndToEnd:
             "http_p99_ms": rounded(percentile(http, 99)),
         }
         step.update(usage(before, after, len(done)))
+        step["redis_key_bytes_per_order"] = stack.kept_bytes(list(done))
         return step
 
     def run_step(self, stack: Stack, rate: float, seconds: float, phase: str) -> dict[str, Any]:
+        profiler = None
+        if self.profile_dir is not None and rate == FIXED_RATE and stack.kind not in self.profiled:
+            self.profiled.add(stack.kind)
+            profiler = Profiler(self.profile_dir)
+            profiler.start(stack, seconds)
         step = self.e2e_step(stack, rate, seconds)
+        if profiler is not None:
+            self.profiles.extend(profiler.finish())
         step["ok"] = step_ok(step)
         progress(self.describe_step(phase, step))
         return step
@@ -286,13 +294,15 @@ class EndToEnd:
             "redis_commands_per_1000_by_command",
             "redis_keys_per_order",
             "redis_bytes_per_order",
+            "redis_key_bytes_per_order",
         )
         resources: dict[str, Any] = {
             "description": (
                 f"per 1,000 orders finished in the {FIXED_RATE}/s runs: CPU seconds (user + system, every process of "
                 "the stack and its children, Redis included), Redis commands (INFO commandstats deltas); memory "
                 "per service idle (after the warm-up) and at the end of the run; Redis keys and bytes kept per "
-                "order once finished"
+                "order once finished (redis_bytes_per_order: used_memory delta, allocator overhead included; "
+                "redis_key_bytes_per_order: MEMORY USAGE of the kept keys, median of 25 orders)"
             ),
             "rate": FIXED_RATE,
             "retention": RETENTION,

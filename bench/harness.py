@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,9 +58,14 @@ class Process:
 
         wait_until(serving, timeout, f"{self.name} never answered {url}:\n{self.log()[-3000:]}", interval=0.05)
 
-    def stop(self, timeout: float = 20) -> None:
+    def terminate(self) -> None:
+        """SIGTERM (a warm shutdown); stop() waits for it."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            self.terminate()
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -156,6 +162,19 @@ class Stack:
                         found[order_id] = (float(finished), None)
         return found
 
+    def kept_bytes(self, order_ids: list[str]) -> float | None:
+        """Median bytes (MEMORY USAGE) of the keys the stack keeps per finished order (the project:
+        `order:<id>` and `notification:<id>`; the bare chain keeps none: 0)."""
+        if self.kind != "project":
+            return 0.0
+        sizes = []
+        for order_id in order_ids[:25]:
+            pipe = self.client.pipeline(transaction=False)
+            for key in (f"order:{order_id}", f"notification:{order_id}", f"notification:{order_id}:claim"):
+                pipe.memory_usage(key, samples=0)
+            sizes.append(sum(size or 0 for size in pipe.execute()))
+        return float(statistics.median(sizes)) if sizes else None
+
     def snapshot(self) -> dict[str, Any]:
         """CPU seconds and memory per service, and Redis's counters (one INFO call)."""
         processes = self.processes()
@@ -182,8 +201,12 @@ class Stack:
 class Harness:
     """The processes and the Redis of one run; the phases (mixins) use them."""
 
-    def __init__(self, plan: Plan, out_dir: Path) -> None:
+    def __init__(self, plan: Plan, out_dir: Path, profile: bool = False) -> None:
         self.plan = plan
+        # --profile: py-spy records every process of each stack during its first fixed-rate step.
+        self.profile_dir: Path | None = out_dir / "profile" if profile else None
+        self.profiled: set[str] = set()
+        self.profiles: list[dict[str, Any]] = []
         self.out_dir = out_dir
         self.log_dir = out_dir / "logs"
         if self.log_dir.exists():
@@ -292,5 +315,63 @@ class Harness:
         return self.start(f"bare-{queue}-worker", argv, redis_server)
 
     def stop_stack(self, stack: Stack) -> None:
-        for name in ("web", "notifications-worker", "orders-worker"):
-            self.stop(stack.services[name])
+        for process in stack.services.values():  # all at once: the warm shutdowns overlap
+            process.terminate()
+        for process in stack.services.values():
+            self.stop(process)
+
+
+class Profiler:
+    """`py-spy record` on every Python process of a stack (pool children and gunicorn workers
+    included) for the length of one step; raw collapsed stacks, one file per process."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.running: list[tuple[subprocess.Popen[bytes], Path, str]] = []
+
+    def start(self, stack: Stack, seconds: float) -> None:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for service, processes in stack.processes().items():
+            if service == "redis":
+                continue
+            for process in processes:
+                out = self.out_dir / f"{stack.kind}-{service}-{process.pid}.txt"
+                argv = [py_spy, "record", "--pid", str(process.pid), "--rate", "200", "--nonblocking"]
+                argv += ["--duration", str(int(seconds) + 3), "--format", "raw", "--output", str(out)]
+                popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self.running.append((popen, out, f"{stack.kind} {service} {process.pid}"))
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Wait for the recorders; per process, its active samples and the frames (inclusive) that
+        took at least 3 % of them, the outermost frames (the process's main loop) left out."""
+        summaries = []
+        for popen, out, label in self.running:
+            popen.wait(timeout=120)
+            total, inclusive = read_collapsed(out)
+            top = [
+                {"frame": frame, "share": round(count / total, 3)}
+                for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])
+                if total and 0.03 <= count / total <= 0.9
+            ]
+            summaries.append({"process": label, "samples": total, "file": out.name, "frames": top[:40]})
+        self.running.clear()
+        return summaries
+
+
+def read_collapsed(path: Path) -> tuple[int, dict[str, int]]:
+    """py-spy's raw output (`frame;frame;... count` per line): total samples and, per frame, the
+    samples whose stack contains it."""
+    total = 0
+    inclusive: dict[str, int] = {}
+    if not path.exists():
+        return 0, {}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        for frame in set(stack.split(";")):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    return total, inclusive

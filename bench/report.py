@@ -110,6 +110,7 @@ REQUIRED_KEYS: list[tuple[str, ...]] = [
             "redis_commands_per_1000_by_command",
             "redis_keys_per_order",
             "redis_bytes_per_order",
+            "redis_key_bytes_per_order",
             "memory_idle",
             "memory_end",
         )
@@ -274,7 +275,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for key, label in (
         ("redis_keys_per_order", "Redis keys kept per order"),
-        ("redis_bytes_per_order", "Redis bytes kept per order"),
+        ("redis_key_bytes_per_order", "Redis bytes kept per order (MEMORY USAGE of its keys)"),
+        ("redis_bytes_per_order", "Redis used_memory growth per order"),
     ):
         rows.append(summary_row(label, project[key], baseline[key]))
     options = results["options"]

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from bench.accept_path import AcceptPath
 from bench.end_to_end import EndToEnd
 from bench.harness import Harness
 from bench.options import Options
-from bench.plan import _START, FULL, OUT_DIR, QUICK, Plan, progress
+from bench.plan import _START, FIXED_RATE, FULL, OUT_DIR, QUICK, Plan, progress
 from bench.redis_ceiling import RedisCeiling
 from bench.report import machine, missing_keys, summary_rows, versions, write_outputs
 from bench.worker_path import WorkerPath
@@ -52,8 +53,8 @@ class Bench(Harness, WorkerPath, AcceptPath, EndToEnd, Options, RedisCeiling):
 PHASES = ("worker", "accept", "e2e", "options", "redis")
 
 
-def run(plan: Plan, out_dir: Path, phases: set[str]) -> dict[str, Any]:
-    bench = Bench(plan, out_dir)
+def run(plan: Plan, out_dir: Path, phases: set[str], profile: bool = False) -> dict[str, Any]:
+    bench = Bench(plan, out_dir, profile)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": plan.mode,
@@ -88,6 +89,10 @@ def run(plan: Plan, out_dir: Path, phases: set[str]) -> dict[str, Any]:
                 results["redis_ceiling"] = value
     finally:
         bench.stop_everything()
+    if bench.profiles:
+        results["profiles"] = bench.profiles
+        (out_dir / "profile" / "summary.json").write_text(json.dumps(bench.profiles, indent=2) + "\n")
+        progress(f"profiles (py-spy, raw collapsed stacks) in {out_dir / 'profile'}")
     progress(f"done in {time.monotonic() - _START:.0f} s")
     return results
 
@@ -103,11 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(PHASES),
         help=f"comma-separated phases to run ({', '.join(PHASES)}); partial runs are never committed",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"py-spy record every process of both stacks during their first {FIXED_RATE}/s step (perturbs the "
+        "figures: such a run is never committed)",
+    )
     args = parser.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: the `finally` stops every process and Redis it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = QUICK if args.quick else FULL
+    if args.profile:  # enough samples in the profiled step, quick or not
+        plan = replace(plan, e2e_seconds=max(plan.e2e_seconds, 20.0))
     phases = {phase.strip() for phase in args.only.split(",") if phase.strip()}
-    results = run(plan, args.out, phases)
-    complete = phases == set(PHASES)
+    results = run(plan, args.out, phases, args.profile)
+    complete = phases == set(PHASES) and not args.profile
     if not complete:
         print(json.dumps(results, indent=2))
         return 0
