@@ -122,8 +122,11 @@ class Stack:
         self.services = services
         self.url = url
         self.client = redis_server.client(0)
-        # Commands this harness sent to the stack's Redis between snapshots (taken out of the counts).
+        # Commands this harness sent to the stack's Redis since the last snapshot's INFO (taken out
+        # of the counts).
         self.own_commands: dict[str, int] = {}
+        # bare chain: the entries bench:done will have once every accepted order has finished
+        self.expected_done = 0
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         found = {name: tree(process.popen.pid) for name, process in self.services.items()}
@@ -140,8 +143,6 @@ class Stack:
             value = self.expected_done - value
         self.own_commands[command] = self.own_commands.get(command, 0) + 1
         return int(value)
-
-    expected_done = 0  # bare chain: entries bench:done will have once every accepted order finished
 
     def completion_times(self, order_ids: list[str]) -> dict[str, tuple[float, float | None]]:
         """{order_id: (finished at, started at inside the stack or None)} for the finished orders."""
@@ -179,8 +180,11 @@ class Stack:
         """CPU seconds and memory per service, and Redis's counters (one INFO call)."""
         processes = self.processes()
         info = self.client.info("all")
-        own, self.own_commands = self.own_commands, {}
-        marker = self.client.memory_usage(DONE_KEY, samples=0) if self.kind == "bare" else None
+        own, self.own_commands = self.own_commands, {"info": 1}  # this INFO counts in the next one
+        marker = None
+        if self.kind == "bare":
+            marker = self.client.memory_usage(DONE_KEY, samples=0)
+            self.own_commands["memory|usage"] = 1
         return {
             "cpu": {name: cpu_seconds(procs) for name, procs in processes.items()},
             "memory": {name: memory(procs) for name, procs in processes.items()},
