@@ -29,7 +29,8 @@ class Options:
 
     def option_run(self, name: str) -> dict[str, Any]:
         (stack,) = self.start_stacks(("project",), **CONFIGURATIONS[name])
-        self.e2e_step(stack, 20, 0.5)  # warm-up
+        if self.plan.option_warmup:
+            self.e2e_step(stack, 20, 0.5)  # imports, connections, pool children
         step = self.e2e_step(stack, FIXED_RATE, self.plan.option_seconds)
         self.stop_stack(stack)
         progress(

@@ -47,6 +47,7 @@ class Plan:
     saturation_seconds: float
     option_seconds: float
     option_reps: int
+    option_warmup: bool
     settle_timeout: float
     redis_requests: int
 
@@ -70,6 +71,7 @@ FULL = Plan(
     saturation_seconds=10.0,
     option_seconds=20.0,
     option_reps=2,
+    option_warmup=True,
     settle_timeout=240.0,
     redis_requests=200_000,
 )
@@ -88,8 +90,9 @@ QUICK = replace(
     saturation_rates=(20,),
     saturation_refine=0,
     saturation_seconds=1.5,
-    option_seconds=1.5,
+    option_seconds=1.0,
     option_reps=1,
+    option_warmup=False,  # the quick mode checks that the phase works, not what it measures
     settle_timeout=40.0,
     redis_requests=20_000,
 )
