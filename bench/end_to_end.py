@@ -284,7 +284,9 @@ class EndToEnd:
             "baseline_saturation_rate": last_ok["bare"],
             "not_reached": failed_at["project"] is None,
             "baseline_not_reached": failed_at["bare"] is None,
-            "ratio": ratio(last_ok["project"], last_ok["bare"]),
+            # No ratio when the bare chain never failed (its limit is unknown); when only the project
+            # never failed, the ratio is a lower bound.
+            "ratio": None if failed_at["bare"] is None else ratio(last_ok["project"], last_ok["bare"]),
             "target": TARGET_SATURATION_RATIO,
         }
         keys = (
