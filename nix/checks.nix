@@ -14,14 +14,15 @@ let
   # Every distribution importable (applications become Python modules through toPythonModule).
   modulesOf = set: map ps.toPythonModule (lib.attrValues set);
 
-  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml); tests/
-  # does not use hypothesis.
+  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml) and flower
+  # (tests/test_flower.py runs it); tests/ does not use hypothesis.
   testEnv = python.withPackages (
     _:
     modulesOf tested
     ++ [
       ps.pytest
       ps.pyyaml
+      ps.flower
     ]
   );
 
@@ -83,9 +84,15 @@ let
         ./lock_check.py
       ];
     };
+    # The services' environment, then each Python environment an image ships as it is (flower).
     buildCommand = ''
       cd "$src"
       ${imageEnv}/bin/python nix/lock_check.py requirements.lock
+    ''
+    + lib.concatMapStrings (env: "${env}/bin/python nix/lock_check.py requirements.lock\n") (
+      lib.attrValues images.pythonEnvironments
+    )
+    + ''
       touch "$out"
     '';
   };

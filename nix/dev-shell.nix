@@ -26,10 +26,12 @@ let
     }
   ) projects;
 
-  # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml).
+  # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml); flower: its
+  # `celery flower` for ./dev up --monitoring and tests/test_flower.py.
   devModules = [
     ps.pytest
     ps.pyyaml
+    ps.flower
   ]
   ++ lib.attrValues editables;
 in

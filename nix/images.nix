@@ -13,12 +13,20 @@ let
     extraGroupLines = [ "${spec.user}:x:${gid}:" ];
   };
 
+  # Python environments that images ship, of the services' interpreter: flower. nixpkgs has Flower
+  # only as python313Packages.flower, a library whose command is celery's `flower` subcommand (an
+  # entry point), so the image gets the interpreter with flower: its `celery` finds the subcommand,
+  # and its `python3` serves the healthcheck.
+  pythonEnvironments.flower = pythonPackages.python.withPackages (ps: [ ps.flower ]);
+
   # nixpkgs attributes that images.toml names, changed for the images: redis without libsystemd
-  # (nothing in a container talks to systemd).
-  nixpkgsOverrides.redis = pkgs.redis.override { withSystemd = false; };
+  # (nothing in a container talks to systemd), and the Python environments above.
+  nixpkgsOverrides = pythonEnvironments // {
+    redis = pkgs.redis.override { withSystemd = false; };
+  };
 
   # `package` is a flake package (a Python service, built without its tests: `checks` runs
-  # them) or else a nixpkgs attribute (redis).
+  # them) or else a nixpkgs attribute (redis, flower).
   packageOf = name: pythonPackages.untested.${name} or nixpkgsOverrides.${name} or pkgs.${name};
 
   dropNulls = lib.filterAttrs (_: value: value != null);
@@ -79,6 +87,9 @@ let
   };
 in
 {
+  # For checks.nix: `locked-versions` checks these environments against requirements.lock too.
+  inherit pythonEnvironments;
+
   packages = imagePackages // {
     inherit load-images;
   };
