@@ -13,11 +13,18 @@ let
     extraGroupLines = [ "${spec.user}:x:${gid}:" ];
   };
 
-  # Python environments that images ship, of the services' interpreter: flower. nixpkgs has Flower
-  # only as python313Packages.flower, a library whose command is celery's `flower` subcommand (an
-  # entry point), so the image gets the interpreter with flower: its `celery` finds the subcommand,
-  # and its `python3` serves the healthcheck.
-  pythonEnvironments.flower = pythonPackages.python.withPackages (ps: [ ps.flower ]);
+  # Python environments of the services' interpreter, by `package`, for the images with
+  # `requirements` (flower). nixpkgs has Flower only as python313Packages.flower, a library whose
+  # command is celery's `flower` subcommand (an entry point): in the environment, its `celery` finds
+  # the subcommand, and its `python3` serves the healthcheck.
+  pythonEnvironments = lib.mapAttrs' (
+    _: image:
+    lib.nameValuePair image.package (
+      pythonPackages.python.withPackages (
+        _: lib.concatMap (pythonPackages.resolveWith { }) image.requirements
+      )
+    )
+  ) (lib.filterAttrs (_: image: image ? requirements) spec.images);
 
   # nixpkgs attributes that images.toml names, changed for the images: redis without libsystemd
   # (nothing in a container talks to systemd), and the Python environments above.

@@ -118,6 +118,8 @@ def test_flower_is_optional_authenticated_and_not_persistent() -> None:
     assert set(flower["environment"]) == {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "FLOWER_BASIC_AUTH"}
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
     assert set(IMAGES["images"]["flower"]["env"]) <= set(flower["environment"])
+    # The image's environment has the Redis transport's client (flower's celery comes without it).
+    assert {"flower", "redis"} <= set(IMAGES["images"]["flower"]["requirements"])
 
 
 @pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))

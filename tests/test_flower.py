@@ -102,7 +102,6 @@ def test_flower_lists_both_services_and_one_orders_tasks(stack: Stack, flower: s
     counts = wait_until(succeeded, 30, "flower's /metrics never counted the order's tasks", 0.5)
     assert all(counts[name] >= 1 for name in ORDER_TASKS), counts
 
-
     # The dashboard and the API answer only with the password.
     wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:wrong").decode()}
     for auth in (None, wrong):
