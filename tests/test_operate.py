@@ -13,15 +13,18 @@ from stack_testkit import RedisServer, ServiceLauncher, console_script, http_req
 
 # The module `celery -A` takes for each Celery service, and the queue its workers consume.
 CELERY_MODULES = {"worker": "orders", "notification_service": "notifications"}
+# Each service's console script passes `celery ARGS` on to `celery -A <its module> ARGS`.
+SCRIPTS = {"worker": "worker", "notification_service": "notification-service"}
 # The lines one order leaves, per service: one per task (worker: orders.process and
 # orders.record_notification; notification-service: its confirmation) and the API's acceptance.
 LINES_PER_ORDER = {"order-service": 1, "worker": 2, "notification-service": 1}
 
 
-def celery(stack: Stack, module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+def celery(stack: Stack, module: str, *arguments: str, via_script: bool = False) -> subprocess.CompletedProcess[str]:
     environment = stack.launcher.environment()
+    command = [console_script(SCRIPTS[module]), "celery"] if via_script else [console_script("celery"), "-A", module]
     return subprocess.run(
-        [console_script("celery"), "-A", module, *arguments],
+        [*command, *arguments],
         env=environment,
         capture_output=True,
         text=True,
@@ -42,6 +45,12 @@ def test_celery_command_line_reaches_the_running_services(stack: Stack, module: 
     registered = celery(stack, module, "inspect", "registered", "--timeout", "5", "--json")
     names = {name for node in json.loads(registered.stdout).values() for name in node}
     assert {"orders.process", "orders.record_notification", "notifications.send_order_confirmation"} <= names
+    # The same through the service's own console script (what the images have).
+    ping = celery(stack, module, "inspect", "ping", "--timeout", "5", via_script=True)
+    assert ping.returncode == 0, ping.stderr
+    assert ping.stdout.count("pong") == 2, ping.stdout
+    unknown = celery(stack, module, "no-such-command", via_script=True)
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
