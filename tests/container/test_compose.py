@@ -13,6 +13,7 @@ Run: bash tests/container/engine.sh && bash tests/container/build-standin-images
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -470,3 +471,90 @@ def test_down_removes_everything(stack: Stack):
     vols = subprocess.run(["docker", "volume", "ls", "--quiet"], capture_output=True, text=True).stdout.split()
     leftovers_named = [v for v in vols if v.startswith(stack.project)]
     assert not leftovers and not leftovers_named, (leftovers, leftovers_named)
+
+
+# --------------------------------------------------------------------------------------------
+# Flower (profile `monitoring`), on a stack of its own
+# --------------------------------------------------------------------------------------------
+
+FLOWER_CREDENTIALS = "admin:container-test-password"
+# One order's tasks and the queue of the service that runs each.
+ORDER_TASKS = {
+    "orders.process": "orders",
+    "notifications.send_order_confirmation": "notifications",
+    "orders.record_notification": "orders",
+}
+
+
+def flower_get(url: str, credentials: str | None = FLOWER_CREDENTIALS) -> tuple[int, object]:
+    req = urllib.request.Request(url)
+    if credentials:
+        req.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def wait_for(predicate, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(1)
+
+
+def test_flower_profile_monitors_both_queues_behind_basic_auth(container_timings):
+    global TIMINGS
+    TIMINGS = container_timings
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    flower_port = free_port()
+    flower = f"http://127.0.0.1:{flower_port}"
+    env = s.env(FLOWER_BASIC_AUTH=FLOWER_CREDENTIALS, FLOWER_PORT=str(flower_port))
+    monitoring = ("--profile", "monitoring")
+    try:
+        t0 = time.monotonic()
+        s.compose(*monitoring, "up", "--detach", "--wait", timeout=UP_TIMEOUT + 30, env=env)
+        TIMINGS.append(("compose --profile monitoring up -d --wait", time.monotonic() - t0))
+        [container] = [c for c in s.ps() if c["Service"] == "flower"]
+        assert container["Health"] == "healthy", container
+        published = [p for p in container.get("Publishers") or [] if p.get("PublishedPort")]
+        assert published and all(p["URL"] == "127.0.0.1" for p in published), published
+
+        # Without the password (or with a wrong one) nothing but 401.
+        assert flower_get(f"{flower}/api/workers", None)[0] == 401
+        assert flower_get(f"{flower}/api/workers", "admin:wrong")[0] == 401
+
+        def workers() -> dict[str, set[str]]:
+            status, body = flower_get(f"{flower}/api/workers?refresh=1")
+            assert status == 200, status
+            found = {name: {q["name"] for q in info.get("active_queues") or []} for name, info in body.items()}
+            return found if set().union(*found.values()) == {"orders", "notifications"} else {}
+
+        queues = wait_for(workers, 60, "flower never listed the workers of both queues")
+
+        order_id = s.post_order(0)
+        s.wait_orders([order_id], done_and_notified)
+
+        def order_tasks() -> dict[str, dict]:
+            status, body = flower_get(f"{flower}/api/tasks")
+            assert status == 200, status
+            tasks = {
+                task["name"]: task
+                for task in body.values()
+                if order_id in f"{task.get('args')}{task.get('kwargs')}" and task.get("state") == "SUCCESS"
+            }
+            return tasks if set(tasks) == set(ORDER_TASKS) else {}
+
+        tasks = wait_for(order_tasks, 30, f"flower never showed the three tasks of {order_id} succeeded")
+        for name, queue in ORDER_TASKS.items():
+            assert queue in queues[tasks[name]["worker"]], (name, tasks[name]["worker"])
+    finally:
+        t0 = time.monotonic()
+        s.compose(
+            *monitoring, "down", "--volumes", "--remove-orphans", "--timeout", "60", check=False, timeout=180, env=env
+        )
+        TIMINGS.append(("compose --profile monitoring down -v", time.monotonic() - t0))
