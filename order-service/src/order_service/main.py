@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from typing import Any
@@ -46,6 +47,10 @@ class OrderServiceServer(BaseApplication):
         # gunicorn >= 24 opens a control socket under $HOME; the images have no writable home.
         if "control_socket_disable" in self.cfg.settings:
             options["control_socket_disable"] = True
+        # Prometheus' multiprocess mode (order_service.metrics), imported after main() chose its directory.
+        from order_service import metrics
+
+        options.update(child_exit=metrics.child_exit, on_exit=metrics.on_exit)
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
+    # A fresh directory for the workers' metrics (order_service.metrics), set before anything imports
+    # prometheus_client, which reads it at import; the workers inherit it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="order-service-metrics-")
     OrderServiceServer(settings).run()
 
 
