@@ -2,7 +2,7 @@
 script (gunicorn) on a real Redis, fed the document it serves at /openapi.json.
 
 Its CLI runs every phase (examples, coverage, fuzzing, stateful) in both modes (valid and invalid
-data), deterministically, and every check but one: each answer must be a documented status with a
+data), with a fixed seed, and every check but one: each answer must be a documented status with a
 body and content type matching the document, never a 5xx, and invalid data must be refused; a
 method a path does not have must get 405 with Allow. Left out: `positive_data_acceptance`, which
 needs a schema that admits exactly what the API accepts. JSON Schema cannot say how many digits and
@@ -23,6 +23,7 @@ from stack_testkit import console_script, report_figure
 pytest.importorskip("schemathesis", reason="not packaged by nixpkgs 26.05 (nix/nixpkgs-versions.toml)")
 
 EXAMPLES_PER_OPERATION = 10
+SEED = 1
 
 
 def test_the_running_service_answers_as_its_openapi_document_says(api_server: str, tmp_path: Path) -> None:
@@ -33,8 +34,10 @@ def test_the_running_service_answers_as_its_openapi_document_says(api_server: st
         "--checks=all",
         "--exclude-checks=positive_data_acceptance",
         f"--max-examples={EXAMPLES_PER_OPERATION}",
-        # The same cases every run (no seed, no example database), one request at a time.
-        "--generation-deterministic",
+        # The same cases every run: a fixed seed and no example database (--generation-deterministic
+        # fixes the coverage and fuzzing phases but not the stateful one), one request at a time.
+        f"--seed={SEED}",
+        "--generation-database=none",
         "--workers=1",
         "--request-timeout=10",
         "--no-color",
