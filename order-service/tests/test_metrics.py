@@ -14,6 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sample_orders import sample_order
 
+from order_service.main import METRICS_DIR_PREFIX
 from stack_testkit import ServiceLauncher, http_request, report_figure, wait_until
 
 ACCEPTED = "order_service_orders_accepted_total"
@@ -61,7 +62,7 @@ def test_metrics_add_up_across_workers(services: ServiceLauncher, tmp_path: Path
     service_tmp = tmp_path / "service-tmp"
     service_tmp.mkdir()
     service, api = services.start_http("order-service", WEB_CONCURRENCY="2", TMPDIR=str(service_tmp))
-    [metrics_dir] = service_tmp.glob("order-service-metrics-*")
+    [metrics_dir] = service_tmp.glob(f"{METRICS_DIR_PREFIX}*")
     master = service.process.pid
 
     # Until both workers have accepted orders (the kernel decides which one accepts a connection).

@@ -20,6 +20,8 @@ from common_tasks.config import load_settings
 from order_service.settings import OrderServiceSettings
 
 USAGE = "usage: order-service [healthcheck | check-config]"
+# The workers' metrics directory (order_service.metrics), made fresh by main() for each start.
+METRICS_DIR_PREFIX = "order-service-metrics-"
 
 
 class OrderServiceServer(BaseApplication):
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # A fresh directory for the workers' metrics (order_service.metrics), set before anything imports
     # prometheus_client, which reads it at import; the workers inherit it.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="order-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     OrderServiceServer(settings).run()
 
 

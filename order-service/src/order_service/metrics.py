@@ -19,6 +19,8 @@ from flask import Blueprint, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from order_service.main import METRICS_DIR_PREFIX
+
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CREATE_ORDER_ENDPOINT = "orders.create_order"
 # A request that matched no route (404, 405) gets this route label: no unbounded label values.
@@ -96,5 +98,5 @@ def child_exit(server: Any, worker: Any) -> None:
 
 def on_exit(server: Any) -> None:
     directory = os.environ.get(MULTIPROC_DIR_ENV)
-    if directory:
+    if directory and os.path.basename(directory).startswith(METRICS_DIR_PREFIX):  # only the one main() made
         shutil.rmtree(directory, ignore_errors=True)
