@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from kombu.exceptions import KombuError, OperationalError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from common_tasks.logs import bind_context
 from common_tasks.schemas import OrderId, OrderRequest, ProcessOrder
 from common_tasks.tasks import send_process_order
 from order_service.models import ErrorBody, Health, OrderAccepted, OrderView, Ready
@@ -117,6 +118,7 @@ def create_order() -> Response:
 
     store, celery_app = backends().store, backends().celery_app
     order_id = uuid.uuid4().hex
+    bind_context(order_id=order_id)
     try:
         store.create(order_id, order)
     except redis.RedisError as error:
@@ -133,6 +135,7 @@ def create_order() -> Response:
             pass  # the reconciler finishes it if it survives; the client was told to retry
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     location = f"/orders/{order_id}"
+    logger.info("order %s accepted: %d item(s)", order_id, len(order.items))
     return json_response(OrderAccepted(order_id=order_id), 202, headers={"Location": location})
 
 

@@ -15,3 +15,5 @@ class OrderServiceSettings(OrderStoreSettings):
     WEB_THREADS: int = Field(default=4, ge=1, le=64)
     WEB_TIMEOUT: int = Field(default=30, ge=1)
     WEB_GRACEFUL_TIMEOUT: int = Field(default=20, ge=1)
+    # One access log line per HTTP request (in LOG_FORMAT); the API logs every accepted order anyway.
+    WEB_ACCESS_LOG: bool = False
