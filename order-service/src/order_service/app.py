@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
 from common_tasks.logs import log_context
+from order_service import metrics, openapi
 from order_service.api import Backends, api, error_response
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
@@ -35,7 +36,7 @@ def create_app(
     store: OrderStore | None = None,
 ) -> Flask:
     settings = settings or load_settings(OrderServiceSettings)
-    app = Flask("order_service")
+    app = Flask("order_service", static_folder=None)  # no /static route: the API serves JSON only
     # No MAX_CONTENT_LENGTH: Werkzeug would cut a chunked body at the limit without a word; the
     # route reads one byte past MAX_BODY_BYTES itself and answers 413.
     app.config.update(DEBUG=False, TESTING=False)
@@ -45,6 +46,8 @@ def create_app(
         broker=redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=1),
     )
     app.register_blueprint(api)
+    app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(metrics.blueprint)
 
     @app.before_request
     def bind_request_id() -> None:
@@ -68,7 +71,11 @@ def create_app(
     def http_error(error: HTTPException) -> Response:
         code = error.code or 500
         name = (error.name or "error").lower().replace(" ", "_")
-        return error_response(code, name, error.description or name)
+        response = error_response(code, name, error.description or name)
+        # The exception's own headers but its HTML body's type: a 405 must list the Allow-ed methods
+        # (RFC 9110; Schemathesis' unsupported_method check found them missing).
+        response.headers.extend((key, value) for key, value in error.get_headers() if key.lower() != "content-type")
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Response:
