@@ -87,9 +87,12 @@ def test_orders_survive_losing_the_master(services: ServiceLauncher, group: Sent
         )
         time.sleep(3)  # and some more under the new master
 
-    timeline = list(load.timeline)
-    resumed_at = min(t for t, status in timeline if t > killed_at and status == 202)
-    during = [status for t, status in timeline if killed_at <= t < resumed_at]
+    # The outage, as clients saw it: from the kill (requests under way may still be answered 202)
+    # to the first 202 after the first refusal.
+    after = [(t, status) for t, status in load.timeline if t >= killed_at]
+    refused_at = next((t for t, status in after if status != 202), killed_at)
+    resumed_at = next(t for t, status in after if status == 202 and t > refused_at)
+    during = [status for t, status in after if t < resumed_at]
     assert load.unexpected() == {}, f"answers other than 202/503: {load.statuses}"
     assert all(process.alive() for process in stack.processes.values()), "a service exited"
 
