@@ -18,11 +18,12 @@
           pkgs = nixpkgs.legacyPackages.${system};
           pythonPackages = import ./nix/python-packages.nix { inherit pkgs; };
           images = import ./nix/images.nix { inherit pkgs pythonPackages; };
+          kubernetes = import ./nix/kubernetes.nix { inherit pkgs; };
         in
         {
-          packages = pythonPackages.packages // images.packages;
+          packages = pythonPackages.packages // images.packages // kubernetes.packages;
           apps = images.apps;
-          checks = import ./nix/checks.nix { inherit pkgs pythonPackages images; };
+          checks = import ./nix/checks.nix { inherit pkgs pythonPackages images; } // kubernetes.packages;
           devShells.default = import ./nix/dev-shell.nix { inherit pkgs pythonPackages; };
           # `nix fmt` formats every .nix file of the tree (nixfmt through treefmt).
           formatter = pkgs.nixfmt-tree;

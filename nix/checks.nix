@@ -14,14 +14,15 @@ let
   # Every distribution importable (applications become Python modules through toPythonModule).
   modulesOf = set: map ps.toPythonModule (lib.attrValues set);
 
-  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml); tests/
-  # does not use hypothesis.
+  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml) and
+  # kubernetes-validate (tests/test_kubernetes.py); tests/ does not use hypothesis.
   testEnv = python.withPackages (
     _:
     modulesOf tested
     ++ [
       ps.pytest
       ps.pyyaml
+      ps.kubernetes-validate
     ]
   );
 
@@ -38,6 +39,8 @@ let
       # The scripted notification channels that the fault tests plug in.
       ../notification-service/tests/scripted_channels.py
       (lib.fileset.maybeMissing ../docker-compose.yml)
+      # tests/test_kubernetes.py renders and checks the manifests.
+      ../deploy
       (lib.fileset.maybeMissing ../pytest.ini)
       (lib.fileset.maybeMissing ../conftest.py)
     ];
@@ -50,11 +53,13 @@ let
   integration = pkgs.stdenvNoCC.mkDerivation {
     name = "celery-stack-integration-tests";
     src = integrationSrc;
-    # procps: tests/test_faults.py finds the worker's children with pgrep.
+    # procps: tests/test_faults.py finds the worker's children with pgrep; kustomize:
+    # tests/test_kubernetes.py.
     nativeBuildInputs = [
       testEnv
       pkgs.redis
       pkgs.procps
+      pkgs.kustomize
     ];
     buildCommand = ''
       cp -r "$src" source

@@ -1,7 +1,8 @@
 # devShells.default: Python 3.13 with every dependency and every distribution of the tree installed in
 # editable mode from the working tree (edits apply without a rebuild; console scripts and the
 # pytest plugin included), plus redis, ruff, nixfmt, docker-compose, git (the shellHook finds the
-# repository root with it) and procps (tests/test_faults.py calls pgrep).
+# repository root with it), procps (tests/test_faults.py calls pgrep) and kustomize
+# (tests/test_kubernetes.py; `kubectl apply -k` needs no separate one).
 { pkgs, pythonPackages }:
 let
   inherit (pkgs) lib;
@@ -26,10 +27,12 @@ let
     }
   ) projects;
 
-  # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml).
+  # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml);
+  # kubernetes-validate: tests/test_kubernetes.py.
   devModules = [
     ps.pytest
     ps.pyyaml
+    ps.kubernetes-validate
   ]
   ++ lib.attrValues editables;
 in
@@ -44,6 +47,7 @@ pkgs.mkShell {
     pkgs.honcho
     pkgs.git
     pkgs.procps
+    pkgs.kustomize
   ];
 
   shellHook = ''

@@ -149,7 +149,7 @@ def test_transient_channel_failures_still_notify_once(services: ServiceLauncher,
     stack = Stack(services, redis_server).start(**channel)
     order_ids = [stack.post_order() for _ in range(5)]
     stack.audit(order_ids)
-    assert stack.processes["notification-service"].log().count("confirmation will be retried") == 10
+    assert stack.processes["notification-service"].log().count("retry: Retry in") == 10
 
 
 def test_permanent_channel_failure_marks_the_notification_failed(

@@ -26,10 +26,10 @@ class _Scripted(LogChannel):
 class FlakyChannel(_Scripted):
     """Fails with a transient error SCRIPTED_CHANNEL_FAILURES times per order, then delivers."""
 
-    def send(self, confirmation: SendOrderConfirmation) -> None:
+    def send(self, confirmation: SendOrderConfirmation) -> str:
         if self.attempt(confirmation) <= self.failures:
             raise TransientChannelError("provider timed out")
-        super().send(confirmation)
+        return super().send(confirmation)
 
 
 class BrokenChannel(_Scripted):

@@ -330,6 +330,21 @@ def test_twenty_orders_complete_and_notify(stack: Stack):
     assert {rec["total"] for rec in records.values()} == {"21.48"}, records
 
 
+def test_celery_commands_and_order_logs_in_the_images(stack: Stack):
+    # The images have no shell and no `celery` program: each service's script runs Celery's commands.
+    for service, script in (("worker", "worker"), ("notification-service", "notification-service")):
+        r = stack.compose("exec", "-T", service, script, "celery", "inspect", "ping", "--timeout", "10", timeout=120)
+        assert r.stdout.count("pong") >= 2, r.stdout
+    order_id = stack.post_order(99)
+    stack.wait_orders([order_id], done_and_notified)
+    # One order's whole life by its id: order-service accepted it, the worker ran two tasks for it,
+    # notification-service one.
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "order-service", "worker", "notification-service")
+    lines = [line for line in logs.stdout.splitlines() if order_id in line]
+    services = sorted(line.split()[2] for line in lines)
+    assert services == ["notification-service", "order-service", "worker", "worker"], lines
+
+
 def test_scaled_workers_share_work(stack: Stack):
     # Each task takes 1 s so that work has to spread over the replicas.
     env = stack.env(WORKER_SIMULATED_WORK_SECONDS="1")

@@ -89,10 +89,12 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "result_expires": RESULT_EXPIRES,
         # Bad messages are rejected with one log line each (instead of a report with a traceback).
         "worker_consumer": "common_tasks.consumer:ServiceConsumer",
-        "worker_hijack_root_logger": True,
+        # Logging is common_tasks.logs' (configured through Celery's setup_logging signal).
+        "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        # Events for Flower and `celery events`; task-sent events come from whoever publishes.
+        "worker_send_task_events": settings.CELERY_TASK_EVENTS,
+        "task_send_sent_event": settings.CELERY_TASK_EVENTS,
         "enable_utc": True,
     }
 

@@ -1,6 +1,8 @@
 """The command line of the Celery worker services: `<script>` runs the worker, `<script> healthcheck`
 probes a running one by the age of its heartbeat file, `<script> check-config` only validates the
-environment (exit status 2 and one line per error when it is not valid).
+environment (exit status 2 and one line per error when it is not valid), and `<script> celery ARGS`
+is `celery -A <the service's app module> ARGS` (the images have no `celery` program of their own, and
+no shell: `docker compose exec worker worker celery inspect ping`).
 
 This module imports neither Celery nor the tasks, so a healthcheck (run every few seconds by Docker)
 costs a fraction of a second instead of a full Celery import.
@@ -32,21 +34,24 @@ def heartbeat_healthcheck(settings: WorkerSettings) -> int:
 
 
 def worker_service_main(
-    prog: str, settings_class: type[WorkerSettings], queue: str, app_factory: str, argv: list[str] | None = None
+    prog: str, settings_class: type[WorkerSettings], queue: str, app_module: str, argv: list[str] | None = None
 ) -> int:
-    """Parse the environment, then probe (`healthcheck`) or run the worker built by `app_factory`,
-    a `module:function` taking the settings and returning the Celery app."""
+    """Parse the environment, then probe (`healthcheck`) or run the worker of `app_module`'s `app`:
+    the module `celery -A` takes, which builds the app from the environment when imported."""
     settings = load_settings(settings_class)
     arguments = sys.argv[1:] if argv is None else argv
     if arguments == ["healthcheck"]:
         return heartbeat_healthcheck(settings)
     if arguments == ["check-config"]:
         return 0
+    if arguments[:1] == ["celery"]:
+        from common_tasks.runner import run_celery
+
+        return run_celery(importlib.import_module(app_module).app, arguments[1:])
     if arguments:
-        print(f"usage: {prog} [healthcheck | check-config]", file=sys.stderr)
+        print(f"usage: {prog} [healthcheck | check-config | celery ARGS]", file=sys.stderr)
         return 2
     from common_tasks.runner import run_worker
 
-    module, _, function = app_factory.partition(":")
-    app = getattr(importlib.import_module(module), function)(settings)
+    app = importlib.import_module(app_module).app
     return run_worker(app, settings, queue, prog)

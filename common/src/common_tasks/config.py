@@ -7,7 +7,7 @@ malformed value stops the process with one line naming the variable.
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,14 @@ class CommonSettings(BaseSettings):
     # Seconds before Redis redelivers a message that a (dead) worker took but never acknowledged.
     CELERY_VISIBILITY_TIMEOUT: int = Field(default=3600, ge=1)
     LOG_LEVEL: str = "INFO"
+    # `text` (one human-readable line per record) or `json` (one JSON object per line, same fields).
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    # `outcome`: one line per task outcome (Celery's own "received" and "succeeded" lines are
+    # dropped; retries and failures keep Celery's lines). `celery`: Celery's default lines as well.
+    LOG_TASK_LINES: Literal["outcome", "celery"] = "outcome"
+    # Celery task events (worker_send_task_events, task_send_sent_event): what Flower and
+    # `celery events` show. On by default; `false` saves their cost (see bench/).
+    CELERY_TASK_EVENTS: bool = True
 
     @field_validator("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
     @classmethod

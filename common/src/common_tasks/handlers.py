@@ -8,12 +8,17 @@ contract. The decorator owns what every task needs around its business step:
 - retries: a transient broker or store error (Redis unreachable or timing out) is retried with
   exponential backoff and jitter, up to 10 times;
 - time limits: Celery's `task_soft_time_limit`/`task_time_limit` from the app's configuration
-  (derived from the visibility timeout in `common_tasks.celery_app`), or the task's own.
+  (derived from the visibility timeout in `common_tasks.celery_app`), or the task's own;
+- its one log line: the function returns its outcome (a string, or an `Outcome` with a level), which
+  is logged once with the task's time; the line carries task, order and request ids (common_tasks.logs).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -38,6 +43,14 @@ RETRY_OPTIONS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a task did, as its one log line; a plain string is an INFO outcome."""
+
+    message: str
+    level: int = logging.INFO
+
+
 def only_payload(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The `payload` keyword of a task call; anything else breaks the contract."""
     if args or set(kwargs) != {"payload"}:
@@ -47,11 +60,11 @@ def only_payload(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
 def contract_task(
     app: Celery, contract: TaskContract[PayloadT], **options: Any
-) -> Callable[[Callable[[Task, PayloadT], None]], Task]:
-    """Register the decorated `function(task, payload)` as `contract`'s task on `app`; `options`
-    are Celery task options (e.g. time limits) on top of the retry policy."""
+) -> Callable[[Callable[[Task, PayloadT], str | Outcome]], Task]:
+    """Register the decorated `function(task, payload) -> outcome` as `contract`'s task on `app`;
+    `options` are Celery task options (e.g. time limits) on top of the retry policy."""
 
-    def register(function: Callable[[Task, PayloadT], None]) -> Task:
+    def register(function: Callable[[Task, PayloadT], str | Outcome]) -> Task:
         @app.task(name=contract.name, bind=True, **{**RETRY_OPTIONS, **options})
         def task(self: Task, *args: Any, **kwargs: Any) -> None:
             try:
@@ -59,7 +72,11 @@ def contract_task(
             except ContractViolation as violation:
                 logger.error("rejected message %s: %s", self.request.id, violation)
                 return
-            function(self, payload)
+            started = time.perf_counter()
+            outcome = function(self, payload)
+            if isinstance(outcome, str):
+                outcome = Outcome(outcome)
+            logger.log(outcome.level, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
 
         return task  # type: ignore[no-any-return]
 

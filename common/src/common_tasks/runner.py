@@ -1,4 +1,5 @@
-"""Running a Celery worker service: the worker's arguments and its heartbeat file.
+"""Running a Celery worker service: its bootsteps (heartbeat file, abandoned-message sweep), its
+logging, and the worker's arguments.
 
 The heartbeat file is touched from the consumer's event loop; `common_tasks.cli` probes its age,
 which is cheaper than `celery inspect ping` (no process on the broker, no reply keys left behind).
@@ -11,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from common_tasks.config import WorkerSettings
+from common_tasks.logs import configure_logging
 
 logger = logging.getLogger("common_tasks.runner")
 
@@ -88,6 +90,13 @@ def install_abandoned_message_sweep(app: Celery, interval: float) -> None:
     app.steps["consumer"].add(AbandonedMessageSweep)
 
 
+def install_worker_steps(app: Celery, settings: WorkerSettings) -> None:
+    """What every worker of this app runs besides Celery's own steps, whether started by the
+    service's console script or by `celery -A <module> worker`."""
+    install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
+    install_abandoned_message_sweep(app, sweep_interval(settings.CELERY_VISIBILITY_TIMEOUT))
+
+
 def node_name(prefix: str) -> str:
     """`worker@<host>` in a container (PID 1; the host name is the container's own), else
     `worker.<pid>@<host>`, so processes on one host can be told apart too."""
@@ -96,7 +105,10 @@ def node_name(prefix: str) -> str:
 
 
 def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[str]:
+    # --quiet: no start-up banner, which is not a log record (it would break one JSON object per line).
+    quiet = ["--quiet"] if settings.LOG_FORMAT == "json" else []
     return [
+        *quiet,
         "worker",
         "--queues",
         queue,
@@ -112,16 +124,34 @@ def worker_argv(settings: WorkerSettings, queue: str, node_prefix: str) -> list[
     ]
 
 
+def keep_service_logging(**_: object) -> None:
+    """Celery's setup_logging signal: logging is configured already (common_tasks.logs)."""
+
+
 def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: str) -> int:
     """Run the worker until it stops; returns its exit status.
 
     Not `app.worker_main()`: that drops the worker's exit status, so a worker that stopped on an
     unrecoverable error would exit 0 and a supervisor that restarts on failure only would not see it.
     """
+    # Configured before Celery runs (its start-up warnings are records too); a receiver of
+    # setup_logging keeps Celery from configuring logging itself (docs: signals.setup_logging).
+    configure_logging(node_prefix, settings.LOG_LEVEL, settings.LOG_FORMAT, settings.LOG_TASK_LINES)
+    signals.setup_logging.connect(keep_service_logging, weak=False)
+    return run_celery(app, worker_argv(settings, queue, node_prefix))
+
+
+def run_celery(app: Celery, arguments: list[str]) -> int:
+    """`celery -A <app> ARGUMENTS`, returning its exit status."""
+    import click
     from celery.bin.celery import celery as celery_command
 
-    install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
-    install_abandoned_message_sweep(app, sweep_interval(settings.CELERY_VISIBILITY_TIMEOUT))
     celery_command.params[0].default = app  # what app.start() does: the `--app` option's default
-    status = celery_command.main(args=worker_argv(settings, queue, node_prefix), standalone_mode=False)
+    try:
+        status = celery_command.main(args=arguments, prog_name="celery", standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help, --version
+        return done.exit_code
+    except click.ClickException as error:  # bad arguments: click's own message and status
+        error.show()
+        return error.exit_code
     return status if isinstance(status, int) else 0

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from common_tasks.logs import correlation
 from common_tasks.schemas import ProcessOrder, RecordNotification, SendOrderConfirmation
 
 if TYPE_CHECKING:  # importing Celery costs ~1 s; the healthcheck probes import this module without it
@@ -63,11 +64,16 @@ def dispatch(app: Celery, contract: TaskContract[PayloadT], payload: PayloadT) -
     which blocks for ~19 s when Redis is down. State lives in the order store instead.
     The message's `argsrepr`/`kwargsrepr` headers (what monitoring tools show) name the order only:
     Celery's default repr of the whole payload costs ~10 % of a publish and copies e-mail
-    addresses into every header.
+    addresses into every header. The `order_id` and `request_id` headers carry the correlation on
+    to the task's log lines (common_tasks.logs).
     """
     if not isinstance(payload, contract.schema):
         raise TypeError(f"{contract.name} takes {contract.schema.__name__}, not {type(payload).__name__}")
-    summary = f"{{'payload': <{contract.schema.__name__} order_id={getattr(payload, 'order_id', '?')}>}}"
+    order_id = getattr(payload, "order_id", None)
+    summary = f"{{'payload': <{contract.schema.__name__} order_id={order_id or '?'}>}}"
+    headers = correlation()
+    if order_id:
+        headers["order_id"] = order_id
     result = app.send_task(
         contract.name,
         kwargs={"payload": payload.model_dump(mode="json")},
@@ -75,6 +81,7 @@ def dispatch(app: Celery, contract: TaskContract[PayloadT], payload: PayloadT) -
         ignore_result=True,
         argsrepr="()",
         kwargsrepr=summary,
+        headers=headers,
     )
     return result.id
 

@@ -9,12 +9,9 @@ where the attribute is a class or function called with no arguments that returns
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Protocol
 
 from common_tasks.schemas import SendOrderConfirmation
-
-logger = logging.getLogger("notification_service.channel")
 
 
 class TransientChannelError(Exception):
@@ -26,7 +23,8 @@ class PermanentChannelError(Exception):
 
 
 class NotificationChannel(Protocol):
-    def send(self, confirmation: SendOrderConfirmation) -> None: ...
+    def send(self, confirmation: SendOrderConfirmation) -> str | None:
+        """Deliver, or raise; may return a short receipt for the task's log line."""
 
 
 def masked(email: str) -> str:
@@ -35,15 +33,10 @@ def masked(email: str) -> str:
 
 
 class LogChannel:
-    """The default channel: the confirmation is a log line (the store counts each delivery)."""
+    """The default channel: the confirmation is the task's log line (the store counts each delivery)."""
 
-    def send(self, confirmation: SendOrderConfirmation) -> None:
-        logger.info(
-            "confirmation for order %s delivered to %s: total %s",
-            confirmation.order_id,
-            masked(confirmation.customer_email),
-            confirmation.total,
-        )
+    def send(self, confirmation: SendOrderConfirmation) -> str:
+        return f"to {masked(confirmation.customer_email)}: total {confirmation.total}"
 
 
 def load_channel(spec: str) -> NotificationChannel:

@@ -11,8 +11,8 @@ from notification_service.settings import NotificationSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    factory = "notification_service.app:create_notification_app"
-    sys.exit(worker_service_main("notification-service", NotificationSettings, NOTIFICATIONS_QUEUE, factory, argv))
+    app_module = "notification_service.celery"
+    sys.exit(worker_service_main("notification-service", NotificationSettings, NOTIFICATIONS_QUEUE, app_module, argv))
 
 
 if __name__ == "__main__":

@@ -3,20 +3,18 @@ Only the business step; parsing, rejection and store retries are common_tasks.ha
 
 from __future__ import annotations
 
+import logging
 import random
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.log import get_task_logger
 
-from common_tasks.handlers import contract_task
+from common_tasks.handlers import Outcome, contract_task
 from common_tasks.schemas import RecordNotification, SendOrderConfirmation
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, send_record_notification
 from notification_service.channels import NotificationChannel, TransientChannelError
 from notification_service.ledger import DeliveryLedger
 from notification_service.settings import NotificationSettings
-
-logger = get_task_logger("notification_service.tasks")
 
 # Worth another try: the channel said so, or the delivery ran out of time (soft time limit).
 TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError, SoftTimeLimitExceeded)
@@ -45,40 +43,39 @@ def register_notification_tasks(
         soft_time_limit=settings.delivery_time_limits[0],
         time_limit=settings.delivery_time_limits[1],
     )
-    def send_order_confirmation(self: Task, confirmation: SendOrderConfirmation) -> None:
+    def send_order_confirmation(self: Task, confirmation: SendOrderConfirmation) -> str | Outcome:
         order_id = confirmation.order_id
         claim = ledger.claim(order_id, self.request.id or "", settings.delivery_claim_seconds)
         if claim == "delivered":
             # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
             report(order_id, "sent")
-            return
+            return f"order {order_id}: confirmation delivered before, outcome reported again"
         if claim == "failed":
             report(order_id, "failed", "the channel gave up earlier")
-            return
+            return f"order {order_id}: confirmation failed before, outcome reported again"
         if claim == "busy":
             # A duplicate (another task id) while a copy is delivering. That copy reports the outcome,
             # or, if it dies, its own message is redelivered and takes its claim over: this one is
             # dropped instead of retried, so duplicates never pile up as retries.
-            logger.info("order %s: another copy is delivering the confirmation; duplicate dropped", order_id)
-            return
+            return f"order {order_id}: another copy is delivering the confirmation; duplicate dropped"
         try:
-            channel.send(confirmation)
+            receipt = channel.send(confirmation)
         except TRANSIENT_DELIVERY_ERRORS as error:
             if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
-                logger.error(
-                    "order %s: confirmation failed after %d retries: %s", order_id, self.request.retries, error
-                )
                 ledger.record_failure(order_id)
                 report(order_id, "failed", f"gave up after {self.request.retries} retries: {error}")
-                return
+                return Outcome(
+                    f"order {order_id}: confirmation failed after {self.request.retries} retries: {error}",
+                    logging.ERROR,
+                )
             ledger.release(order_id)
             countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
-            logger.warning("order %s: confirmation will be retried in %.1fs: %s", order_id, countdown, error)
-            raise self.retry(countdown=countdown, max_retries=None) from None
+            # Celery logs the retry as this task's one line: "retry: Retry in <countdown>s: <error>".
+            raise self.retry(countdown=countdown, max_retries=None, exc=error) from None
         except Exception as error:  # noqa: BLE001 - any other channel error is permanent
             ledger.record_failure(order_id)
-            logger.error("order %s: confirmation failed permanently: %s", order_id, error)
             report(order_id, "failed", str(error)[:500])
-            return
+            return Outcome(f"order {order_id}: confirmation failed permanently: {error}", logging.ERROR)
         ledger.record_delivery(order_id)  # also frees the claim
         report(order_id, "sent")
+        return f"confirmation for order {order_id} delivered {receipt or ''}".rstrip()

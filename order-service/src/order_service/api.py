@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from kombu.exceptions import KombuError, OperationalError
 from pydantic import TypeAdapter, ValidationError
 
+from common_tasks.logs import bind_context
 from common_tasks.schemas import OrderId, OrderRequest, ProcessOrder
 from common_tasks.tasks import send_process_order
 from order_store.store import OrderRecord, OrderStore
@@ -131,6 +132,7 @@ def create_order() -> Response:
 
     store, celery_app = backends().store, backends().celery_app
     order_id = uuid.uuid4().hex
+    bind_context(order_id=order_id)
     try:
         replicated = store.create(order_id, order, backends().accept_replicas, backends().accept_replica_timeout)
     except redis.RedisError as error:
@@ -156,6 +158,7 @@ def create_order() -> Response:
             pass  # the reconciler finishes it if it survives; the client was told to retry
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     location = f"/orders/{order_id}"
+    logger.info("order %s accepted: %d item(s)", order_id, len(order.items))
     return json_response({"order_id": order_id, "status": "accepted"}, 202, headers={"Location": location})
 
 

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from celery import Celery
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
+from common_tasks.logs import log_context
 from common_tasks.redis_state import redis_client
 from order_service.api import Backends, api, error_response
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
 
 logger = logging.getLogger("order_service")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's request id is kept when it is a plain token; anything else gets a fresh one.
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(header: str | None) -> str:
+    return header if header and VALID_REQUEST_ID.fullmatch(header) else uuid.uuid4().hex
 
 
 def create_app(
@@ -36,6 +47,24 @@ def create_app(
         accept_replica_timeout=settings.ORDER_ACCEPT_REPLICA_TIMEOUT_SECONDS,
     )
     app.register_blueprint(api)
+
+    @app.before_request
+    def bind_request_id() -> None:
+        # Every log line of this request, and every task it sends, carries the request id.
+        g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+        g.log_context_token = log_context.set({"request_id": g.request_id})
+
+    @app.after_request
+    def return_request_id(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers[REQUEST_ID_HEADER] = g.request_id
+        return response
+
+    @app.teardown_request
+    def unbind_request_id(_: BaseException | None) -> None:
+        token = g.pop("log_context_token", None)
+        if token is not None:
+            log_context.reset(token)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

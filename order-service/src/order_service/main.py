@@ -13,12 +13,31 @@ from typing import Any
 if os.environ.get("WEB_CONCURRENCY") == "":
     del os.environ["WEB_CONCURRENCY"]
 
+import logging
+
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from common_tasks.config import load_settings
+from common_tasks.logs import configure_logging
 from order_service.settings import OrderServiceSettings
 
 USAGE = "usage: order-service [healthcheck | check-config]"
+# The access log line (WEB_ACCESS_LOG=true): client, request line, status, bytes, milliseconds and
+# the request id the response carries, so it greps together with the request's other lines.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+
+def service_logger_class(handler: logging.Handler) -> type[glogging.Logger]:
+    """gunicorn's logger, writing its error and access logs through the service's one handler."""
+
+    class ServiceLogger(glogging.Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                log.handlers = [handler]
+
+    return ServiceLogger
 
 
 class OrderServiceServer(BaseApplication):
@@ -26,6 +45,7 @@ class OrderServiceServer(BaseApplication):
 
     def __init__(self, settings: OrderServiceSettings) -> None:
         self.settings = settings
+        self.log_handler = configure_logging("order-service", settings.LOG_LEVEL, settings.LOG_FORMAT)
         super().__init__()
 
     def load_config(self) -> None:
@@ -39,6 +59,9 @@ class OrderServiceServer(BaseApplication):
             "graceful_timeout": settings.WEB_GRACEFUL_TIMEOUT,
             "loglevel": settings.LOG_LEVEL.lower(),
             "errorlog": "-",
+            "accesslog": "-" if settings.WEB_ACCESS_LOG else None,
+            "access_log_format": ACCESS_LOG_FORMAT,
+            "logger_class": service_logger_class(self.log_handler),
             "proc_name": "order-service",
             # Never trust forwarded headers unless a proxy is configured in front.
             "forwarded_allow_ips": "127.0.0.1",

@@ -16,6 +16,8 @@ class OrderServiceSettings(OrderStoreSettings):
     WEB_THREADS: int = Field(default=4, ge=1, le=64)
     WEB_TIMEOUT: int = Field(default=30, ge=1)
     WEB_GRACEFUL_TIMEOUT: int = Field(default=20, ge=1)
+    # One access log line per HTTP request (in LOG_FORMAT); the API logs every accepted order anyway.
+    WEB_ACCESS_LOG: bool = False
     # Redis replicates asynchronously: a master lost right after a write takes the write with it.
     # An order is answered 202 only once this many replicas hold its record (Redis WAIT); else 503.
     # Unset: 1 when the order store is a sentinel:// URL (a failover must not lose accepted orders),

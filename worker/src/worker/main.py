@@ -10,7 +10,7 @@ from worker.settings import OrderWorkerSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(worker_service_main("worker", OrderWorkerSettings, ORDERS_QUEUE, "worker.app:create_worker_app", argv))
+    sys.exit(worker_service_main("worker", OrderWorkerSettings, ORDERS_QUEUE, "worker.celery", argv))
 
 
 if __name__ == "__main__":

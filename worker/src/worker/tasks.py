@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import Celery, Task
-from celery.utils.log import get_task_logger
 
-from common_tasks.handlers import contract_task
+from common_tasks.handlers import Outcome, contract_task
 from common_tasks.schemas import ProcessOrder, RecordNotification, SendOrderConfirmation, order_total
 from common_tasks.tasks import PROCESS_ORDER, RECORD_NOTIFICATION, send_order_confirmation
 from order_store.store import Completion, OrderStore
 from worker.settings import OrderWorkerSettings
-
-logger = get_task_logger("worker.tasks")
 
 
 def send_confirmation(app: Celery, order_id: str, completion: Completion) -> None:
@@ -27,29 +25,32 @@ def send_confirmation(app: Celery, order_id: str, completion: Completion) -> Non
 
 def register_order_tasks(app: Celery, settings: OrderWorkerSettings, store: OrderStore) -> None:
     @contract_task(app, PROCESS_ORDER)
-    def process_order(task: Task, order: ProcessOrder) -> None:
+    def process_order(task: Task, order: ProcessOrder) -> str | Outcome:
         worker_name = task.request.hostname or "worker"
         previous = store.start_processing(order.order_id, worker_name)
         if previous is None:
-            logger.warning("order %s: no such order in the store, message dropped", order.order_id)
-            return
+            return Outcome(f"order {order.order_id}: no such order in the store, message dropped", logging.WARNING)
         if previous in ("accepted", "processing"):
             if settings.WORKER_SIMULATED_WORK_SECONDS:
                 time.sleep(settings.WORKER_SIMULATED_WORK_SECONDS)
             total = str(order_total(order.items))
             completion = store.complete(order.order_id, total, worker_name)
-            if completion.completed_now:
-                logger.info("order %s completed: total %s, %d item(s)", order.order_id, total, len(order.items))
+            outcome = (
+                f"order {order.order_id} completed: total {total}, {len(order.items)} item(s)"
+                if completion.completed_now
+                else f"order {order.order_id} already completed by another copy"
+            )
         else:
             # A redelivery: the order went further already; only its next step may still be due.
-            logger.info("order %s already %s", order.order_id, previous)
+            outcome = f"order {order.order_id} already {previous}"
             completion = store.completion(order.order_id)
         if completion.awaits_notification:
             send_confirmation(app, order.order_id, completion)
+            outcome += ", confirmation sent"
+        return outcome
 
     @contract_task(app, RECORD_NOTIFICATION)
-    def record_notification(task: Task, outcome: RecordNotification) -> None:
+    def record_notification(task: Task, outcome: RecordNotification) -> str:
         if store.record_notification(outcome.order_id, outcome.outcome, outcome.delivery_count(), outcome.detail):
-            logger.info("order %s: notification %s", outcome.order_id, outcome.outcome)
-        else:
-            logger.info("order %s: notification outcome already recorded", outcome.order_id)
+            return f"order {outcome.order_id}: notification {outcome.outcome} recorded"
+        return f"order {outcome.order_id}: notification outcome already recorded"
