@@ -90,7 +90,25 @@ def test_compose_runs_the_image_that_nix_builds(key: str) -> None:
 
 
 def test_compose_has_exactly_the_images_services() -> None:
-    assert set(COMPOSE["services"]) == set(IMAGES["images"])
+    default = {key for key, service in COMPOSE["services"].items() if "profiles" not in service}
+    assert default == set(IMAGES["images"])
+
+
+def test_the_ha_profile_runs_the_redis_image_only() -> None:
+    """Profile `ha`: a replica and three Sentinels, all from the redis image, none with a port."""
+    ha = {key: service for key, service in COMPOSE["services"].items() if "profiles" in service}
+    assert set(ha) == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    redis_image = f"{IMAGES['images']['redis']['name']}:{IMAGES['tag']}"
+    for key, service in ha.items():
+        assert service["profiles"] == ["ha"] and service["image"] == redis_image, key
+        assert service["healthcheck"]["test"][0] == "CMD", key
+    replica_volume = ha["redis-replica"]["volumes"][0].split(":")[0]
+    assert replica_volume in COMPOSE["volumes"]
+    # Every Sentinel watches the one master name the services are given.
+    for key in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        command = ha[key]["command"]
+        monitor = command.index("monitor")
+        assert command[monitor + 1 : monitor + 3] == ["${REDIS_SENTINEL_MASTER:-stack-master}", "redis"], key
 
 
 # Services that publish a port, on loopback only: the API, and Flower (profile `monitoring`).

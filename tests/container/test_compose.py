@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import tomllib
 import urllib.error
@@ -253,11 +254,7 @@ def _remove_stale_test_projects() -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def stack(container_timings):
-    global TIMINGS
-    TIMINGS = container_timings
-    TIMINGS.append(("docker info + compose version", _ENGINE_CHECK_SECONDS))
+def _require_images() -> None:
     missing = [
         ref
         for ref in expected_images()
@@ -265,6 +262,14 @@ def stack(container_timings):
     ]
     if missing:
         _cannot_run(f"images missing: {missing}; load the Nix images or run tests/container/build-standin-images.sh")
+
+
+@pytest.fixture(scope="module")
+def stack(container_timings):
+    global TIMINGS
+    TIMINGS = container_timings
+    TIMINGS.append(("docker info + compose version", _ENGINE_CHECK_SECONDS))
+    _require_images()
     _remove_stale_test_projects()
     s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
     try:
@@ -558,3 +563,142 @@ def test_flower_profile_monitors_both_queues_behind_basic_auth(container_timings
             *monitoring, "down", "--volumes", "--remove-orphans", "--timeout", "60", check=False, timeout=180, env=env
         )
         TIMINGS.append(("compose --profile monitoring down -v", time.monotonic() - t0))
+
+
+# --------------------------------------------------------------------------------------------
+# profile `ha`: a project of its own
+# --------------------------------------------------------------------------------------------
+
+SENTINEL_MASTER = "stack-master"
+HA_ENV = {
+    "CELERY_BROKER_URL": ";".join(f"sentinel://sentinel-{i}:26379/0" for i in (1, 2, 3)),
+    "CELERY_RESULT_BACKEND": ";".join(f"sentinel://sentinel-{i}:26379/1" for i in (1, 2, 3)),
+    "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+    "SENTINEL_DOWN_AFTER_MS": "2000",
+    # Short, so that what the lost master took with it is redone within the test.
+    "RECONCILE_AFTER_SECONDS": "5",
+    "RECONCILE_INTERVAL_SECONDS": "1",
+    "CELERY_VISIBILITY_TIMEOUT": "20",
+}
+
+
+class OrderLoad:
+    """Posts orders at a steady rate from a thread; keeps (time, status) of every answer."""
+
+    def __init__(self, stack: Stack, rate: float) -> None:
+        self.stack = stack
+        self.interval = 1.0 / rate
+        self.accepted: list[str] = []
+        self.timeline: list[tuple[float, int | str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OrderLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            body = {
+                "customer_email": f"ha{n}@example.com",
+                "items": [{"sku": "HA-1", "quantity": 1, "unit_price": "2.50"}],
+            }
+            try:
+                status, resp = self.stack.request("POST", "/orders", body, timeout=10)
+            except (urllib.error.URLError, OSError) as error:
+                status, resp = type(error).__name__, None
+            self.timeline.append((time.monotonic(), status))
+            if status == 202:
+                self.accepted.append(resp["order_id"])
+            self._stop.wait(self.interval)
+
+
+def test_ha_profile_survives_losing_the_redis_master(container_timings):
+    _require_images()
+    _remove_stale_test_projects()
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    env = s.env(**HA_ENV)
+
+    def sentinel(*command: str) -> list[str]:
+        r = s.compose(
+            "exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", "sentinel", *command, env=env, check=False
+        )
+        return r.stdout.split() if r.returncode == 0 else []
+
+    def master_host() -> str | None:
+        answer = sentinel("get-master-addr-by-name", SENTINEL_MASTER)
+        return answer[0] if answer else None
+
+    try:
+        t0 = time.monotonic()
+        s.compose("--profile", "ha", "up", "--detach", "--wait", env=env, timeout=UP_TIMEOUT + 30)
+        container_timings.append(("compose --profile ha up -d --wait", time.monotonic() - t0))
+        # The Sentinels know each other and the replica before the master is lost.
+        deadline = time.monotonic() + 60
+        while True:
+            state = sentinel("master", SENTINEL_MASTER)
+            fields = dict(zip(state[::2], state[1::2], strict=False))
+            if fields.get("num-other-sentinels") == "2" and fields.get("num-slaves") == "1":
+                break
+            assert time.monotonic() < deadline, f"the Sentinels never saw the whole group: {fields}"
+            time.sleep(0.5)
+        assert master_host() == "redis"
+        [master] = s.compose("ps", "--quiet", "redis", env=env).stdout.split()
+
+        with OrderLoad(s, rate=10) as load:
+            deadline = time.monotonic() + 60
+            while len(load.accepted) < 30:
+                assert time.monotonic() < deadline, f"orders were not accepted: {load.timeline[-5:]}"
+                time.sleep(0.2)
+            killed_at = time.monotonic()
+            subprocess.run(["docker", "kill", master], check=True, capture_output=True, timeout=60)
+            while master_host() != "redis-replica":
+                assert time.monotonic() - killed_at < 90, "the Sentinels never promoted the replica"
+                time.sleep(0.2)
+            promoted = time.monotonic() - killed_at
+            # The lost server comes back and the Sentinels make it a replica of the new master;
+            # acceptance, which waits for one replica, resumes.
+            s.compose("start", "redis", env=env, timeout=120)
+            while not any(t > killed_at + promoted and status == 202 for t, status in list(load.timeline)):
+                assert time.monotonic() - killed_at < 120, "no order was accepted after the failover"
+                time.sleep(0.2)
+            after = [(t, status) for t, status in load.timeline if t >= killed_at]
+            refused_at = next((t for t, status in after if status != 202), killed_at)
+            resumed = next(t for t, status in after if status == 202 and t > refused_at) - killed_at
+            time.sleep(5)
+        container_timings.append(("ha: replica promoted after the master's SIGKILL", promoted))
+        container_timings.append(("ha: orders accepted again (old master back as replica)", resumed))
+        statuses = {status for _, status in load.timeline}
+        assert statuses <= {202, 503}, statuses
+
+        records = s.wait_orders(load.accepted, done_and_notified, timeout=180)
+        for rec in records.values():
+            check_done(rec)
+        # The delivery ledger (on the new master) counted one delivery per accepted order.
+        count_bad = (
+            "local n = 0 for _, id in ipairs(ARGV) do "
+            "if redis.call('HGET', 'notification:' .. id, 'delivered') ~= '1' then n = n + 1 end end return n"
+        )
+        bad = s.compose(
+            "exec", "-T", "redis-replica", "redis-cli", "EVAL", count_bad, "0", *load.accepted, env=env
+        ).stdout.strip()
+        assert bad == "0", f"{bad} accepted orders without exactly one recorded delivery"
+        during = [status for t, status in load.timeline if killed_at <= t < killed_at + resumed]
+        print(
+            f"ha failover: promoted after {promoted:.1f}s, accepting again after {resumed:.1f}s; "
+            f"{len(load.accepted)} accepted, 0 lost; {during.count(503)} answered 503 meanwhile"
+        )
+        for service in ("worker", "notification-service", "order-service"):
+            for cid in s.compose("ps", "--quiet", service, env=env).stdout.split():
+                restarts = subprocess.run(
+                    ["docker", "inspect", "--format", "{{.RestartCount}}", cid], capture_output=True, text=True
+                ).stdout.strip()
+                assert restarts == "0", f"{service} restarted {restarts} time(s)"
+    finally:
+        s.compose("--profile", "ha", "down", "--volumes", "--remove-orphans", "--timeout", "30", env=env, check=False)

@@ -39,6 +39,9 @@ class Backends:
     celery_app: Celery
     store: OrderStore
     broker: redis.Redis
+    # Replicas that must hold an order's record before it is accepted (ORDER_ACCEPT_REPLICAS).
+    accept_replicas: int = 0
+    accept_replica_timeout: float = 0.5
 
 
 def backends() -> Backends:
@@ -120,9 +123,18 @@ def create_order() -> Response:
     order_id = uuid.uuid4().hex
     bind_context(order_id=order_id)
     try:
-        store.create(order_id, order)
+        replicated = store.create(order_id, order, backends().accept_replicas, backends().accept_replica_timeout)
     except redis.RedisError as error:
         logger.warning("order rejected, store unavailable: %s", error)
+        return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
+    if not replicated:
+        # Not published yet, so deleting the record leaves nothing behind. The message itself needs
+        # no replica: if a failover loses it, the reconciler re-sends the (replicated) order.
+        logger.warning("order %s rejected: no replica acknowledged it in time", order_id)
+        try:
+            store.delete(order_id)
+        except redis.RedisError:
+            pass  # as below
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     message = ProcessOrder.for_order(order_id, order)
     try:

@@ -6,7 +6,6 @@ import logging
 import re
 import uuid
 
-import redis
 from celery import Celery
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -14,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
 from common_tasks.logs import log_context
+from common_tasks.redis_state import redis_client
 from order_service import metrics, openapi
 from order_service.api import Backends, api, error_response
 from order_service.settings import OrderServiceSettings
@@ -42,8 +42,10 @@ def create_app(
     app.config.update(DEBUG=False, TESTING=False)
     app.extensions["order_service"] = Backends(
         celery_app=celery_app or create_celery_app(settings, "order-service"),
-        store=store or OrderStore.from_url(settings.order_store_url),
-        broker=redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=1),
+        store=store or OrderStore.from_url(settings.order_store_url, settings.REDIS_SENTINEL_MASTER),
+        broker=redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER, socket_timeout=1),
+        accept_replicas=settings.accept_replicas,
+        accept_replica_timeout=settings.ORDER_ACCEPT_REPLICA_TIMEOUT_SECONDS,
     )
     app.register_blueprint(api)
     app.register_blueprint(openapi.blueprint)
