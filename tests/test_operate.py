@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from full_stack import Stack, sample_order
-from stack_testkit import RedisServer, ServiceLauncher, console_script, http_request
+from stack_testkit import RedisServer, ServiceLauncher, console_script, http_request, wait_until
 
 # The module `celery -A` takes for each Celery service, and the queue its workers consume.
 CELERY_MODULES = {"worker": "orders", "notification_service": "notifications"}
@@ -74,11 +74,18 @@ def test_one_order_greps_across_every_service(
     assert len(generated.headers["X-Request-ID"]) == 32  # an unusable id is replaced, not echoed
 
     for service, expected in LINES_PER_ORDER.items():
-        log = stack.processes[service].log()
         # A task retried after a transient Redis error (this machine may be loaded) adds Celery's
         # retry line; the outcome lines are what is counted.
-        order_lines = [line for line in log.splitlines() if order_id in line and " retry: " not in line]
+        def outcome_lines(service: str = service) -> list[str]:
+            log = stack.processes[service].log()
+            return [line for line in log.splitlines() if order_id in line and " retry: " not in line]
+
+        # The order is finished once the worker recorded the notification, which may be a moment
+        # before notification-service wrote its own line (after it sent the report).
+        wait_until(lambda n=expected: len(outcome_lines()) >= n, 10, f"{service} never logged the order")
+        order_lines = outcome_lines()
         assert len(order_lines) == expected, f"{service}:\n" + "\n".join(order_lines)
+        log = stack.processes[service].log()
         if log_format == "json":
             not_json = [line for line in log.splitlines() if line.strip() and not is_json_object(line)]
             assert not not_json, f"{service} wrote lines that are not JSON objects: {not_json[:5]}"
