@@ -14,8 +14,9 @@ let
   # Every distribution importable (applications become Python modules through toPythonModule).
   modulesOf = set: map ps.toPythonModule (lib.attrValues set);
 
-  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml) and
-  # kubernetes-validate (tests/test_kubernetes.py); tests/ does not use hypothesis.
+  # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml),
+  # kubernetes-validate (tests/test_kubernetes.py) and flower (tests/test_flower.py runs it);
+  # tests/ does not use hypothesis.
   testEnv = python.withPackages (
     _:
     modulesOf tested
@@ -23,6 +24,7 @@ let
       ps.pytest
       ps.pyyaml
       ps.kubernetes-validate
+      ps.flower
     ]
   );
 
@@ -88,9 +90,15 @@ let
         ./lock_check.py
       ];
     };
+    # The services' environment, then each Python environment an image ships as it is (flower).
     buildCommand = ''
       cd "$src"
       ${imageEnv}/bin/python nix/lock_check.py requirements.lock
+    ''
+    + lib.concatMapStrings (env: "${env}/bin/python nix/lock_check.py requirements.lock\n") (
+      lib.attrValues images.pythonEnvironments
+    )
+    + ''
       touch "$out"
     '';
   };

@@ -28,11 +28,13 @@ let
   ) projects;
 
   # pytest and pyyaml: the cross-service tests (tests/ reads docker-compose.yml);
-  # kubernetes-validate: tests/test_kubernetes.py.
+  # kubernetes-validate: tests/test_kubernetes.py; flower: its `celery flower` for
+  # ./dev up --monitoring and tests/test_flower.py.
   devModules = [
     ps.pytest
     ps.pyyaml
     ps.kubernetes-validate
+    ps.flower
   ]
   ++ lib.attrValues editables;
 in

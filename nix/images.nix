@@ -13,12 +13,27 @@ let
     extraGroupLines = [ "${spec.user}:x:${gid}:" ];
   };
 
+  # Python environments of the services' interpreter, by `package`, for the images with
+  # `requirements` (flower). nixpkgs has Flower only as python313Packages.flower, a library whose
+  # command is celery's `flower` subcommand (an entry point): in the environment, its `celery` finds
+  # the subcommand, and its `python3` serves the healthcheck.
+  pythonEnvironments = lib.mapAttrs' (
+    _: image:
+    lib.nameValuePair image.package (
+      pythonPackages.python.withPackages (
+        _: lib.concatMap (pythonPackages.resolveWith { }) image.requirements
+      )
+    )
+  ) (lib.filterAttrs (_: image: image ? requirements) spec.images);
+
   # nixpkgs attributes that images.toml names, changed for the images: redis without libsystemd
-  # (nothing in a container talks to systemd).
-  nixpkgsOverrides.redis = pkgs.redis.override { withSystemd = false; };
+  # (nothing in a container talks to systemd), and the Python environments above.
+  nixpkgsOverrides = pythonEnvironments // {
+    redis = pkgs.redis.override { withSystemd = false; };
+  };
 
   # `package` is a flake package (a Python service, built without its tests: `checks` runs
-  # them) or else a nixpkgs attribute (redis).
+  # them) or else a nixpkgs attribute (redis, flower).
   packageOf = name: pythonPackages.untested.${name} or nixpkgsOverrides.${name} or pkgs.${name};
 
   dropNulls = lib.filterAttrs (_: value: value != null);
@@ -79,6 +94,9 @@ let
   };
 in
 {
+  # For checks.nix: `locked-versions` checks these environments against requirements.lock too.
+  inherit pythonEnvironments;
+
   packages = imagePackages // {
     inherit load-images;
   };

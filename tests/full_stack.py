@@ -87,6 +87,8 @@ class OrderLoad:
         self.interval = 1.0 / rate
         self.accepted: list[str] = []
         self.statuses: Counter[int | str] = Counter()
+        # (time.monotonic() when the answer came, status) of every request, in order.
+        self.timeline: list[tuple[float, int | str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="order-load", daemon=True)
 
@@ -105,8 +107,10 @@ class OrderLoad:
                 response = http_request("POST", f"{self.api}/orders", sample_order(), timeout=10)
             except OSError as error:  # the API itself unreachable: counted, never expected
                 self.statuses[type(error).__name__] += 1
+                self.timeline.append((time.monotonic(), type(error).__name__))
             else:
                 self.statuses[response.status] += 1
+                self.timeline.append((time.monotonic(), response.status))
                 if response.status == 202:
                     self.accepted.append(str(response.json()["order_id"]))
             next_at += self.interval

@@ -86,22 +86,58 @@ def test_compose_runs_the_image_that_nix_builds(key: str) -> None:
     assert health[0] == "CMD", "exec form: the images have no shell"
     if key in PYTHON_SERVICES:
         assert health[1:] == [image["entrypoint"], "healthcheck"]
-        assert service.get("stop_grace_period"), "compose's 10 s default cuts warm shutdown short"
+    assert service.get("stop_grace_period"), "compose's 10 s default cuts warm shutdown short"
 
 
 def test_compose_has_exactly_the_images_services() -> None:
-    assert set(COMPOSE["services"]) == set(IMAGES["images"])
+    default = {key for key, service in COMPOSE["services"].items() if "profiles" not in service}
+    assert default == set(IMAGES["images"])
 
 
-def test_only_order_service_publishes_its_port_on_loopback() -> None:
+def test_the_ha_profile_runs_the_redis_image_only() -> None:
+    """Profile `ha`: a replica and three Sentinels, all from the redis image, none with a port."""
+    ha = {key: service for key, service in COMPOSE["services"].items() if "profiles" in service}
+    assert set(ha) == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    redis_image = f"{IMAGES['images']['redis']['name']}:{IMAGES['tag']}"
+    for key, service in ha.items():
+        assert service["profiles"] == ["ha"] and service["image"] == redis_image, key
+        assert service["healthcheck"]["test"][0] == "CMD", key
+    replica_volume = ha["redis-replica"]["volumes"][0].split(":")[0]
+    assert replica_volume in COMPOSE["volumes"]
+    # Every Sentinel watches the one master name the services are given.
+    for key in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        command = ha[key]["command"]
+        monitor = command.index("monitor")
+        assert command[monitor + 1 : monitor + 3] == ["${REDIS_SENTINEL_MASTER:-stack-master}", "redis"], key
+
+
+# Services that publish a port, on loopback only: the API, and Flower (profile `monitoring`).
+PUBLISHED = {"order-service", "flower"}
+
+
+def test_only_the_api_and_flower_publish_their_port_on_loopback() -> None:
     for key, service in COMPOSE["services"].items():
-        if key != "order-service":
+        if key not in PUBLISHED:
             assert "ports" not in service, key
-    [mapping] = COMPOSE["services"]["order-service"]["ports"]
-    host, container = mapping.rsplit(":", 1)
-    assert host.startswith("127.0.0.1:")
-    assert [int(container)] == IMAGES["images"]["order-service"]["ports"]
-    assert int(IMAGES["images"]["order-service"]["env"]["PORT"]) == int(container)
+    for key in PUBLISHED:
+        [mapping] = COMPOSE["services"][key]["ports"]
+        host, container = mapping.rsplit(":", 1)
+        assert host.startswith("127.0.0.1:")
+        assert [int(container)] == IMAGES["images"][key]["ports"]
+    assert IMAGES["images"]["order-service"]["ports"] == [int(IMAGES["images"]["order-service"]["env"]["PORT"])]
+    assert f"--port={IMAGES['images']['flower']['ports'][0]}" in IMAGES["images"]["flower"]["cmd"]
+
+
+def test_flower_is_optional_authenticated_and_not_persistent() -> None:
+    flower = COMPOSE["services"]["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert "--persistent=False" in IMAGES["images"]["flower"]["cmd"]
+    # Celery reads the broker and backend URLs, Flower its own FLOWER_* variables; no password here.
+    assert set(flower["environment"]) == {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "FLOWER_BASIC_AUTH"}
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
+    assert set(IMAGES["images"]["flower"]["env"]) <= set(flower["environment"])
+    # The image's environment has the Redis transport's client (flower's celery comes without it).
+    assert {"flower", "redis"} <= set(IMAGES["images"]["flower"]["requirements"])
 
 
 @pytest.mark.parametrize("key", sorted(PYTHON_SERVICES))

@@ -4,6 +4,7 @@ scripts and honcho on PATH), so no package index is needed."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -64,7 +65,7 @@ def clone(tmp_path: Path) -> Path:
 def dev_up(clone: Path, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     started: list[DevUp] = []
 
-    def start(**env: str) -> DevUp:
+    def start(*args: str, **env: str) -> DevUp:
         environment = dict(os.environ)
         environment.update(
             IN_NIX_SHELL="impure",  # use what PATH has, as inside nix develop
@@ -77,7 +78,7 @@ def dev_up(clone: Path, tmp_path: Path) -> Iterator[callable]:  # type: ignore[v
         log_path = tmp_path / f"dev-up-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                ["./dev", "up"],
+                ["./dev", "up", *args],
                 cwd=clone,
                 env=environment,
                 stdout=log,
@@ -180,6 +181,28 @@ def test_ctrl_c_during_a_task_then_the_next_start_finishes_it(dev_up, clone: Pat
         f"./dev up: a task interrupted by Ctrl-C finished {time.monotonic() - started:.1f}s after the next start"
     )
     again.signal(signal.SIGINT)
+
+
+def test_monitoring_runs_flower_with_a_password_shown_once(dev_up, clone: Path) -> None:  # type: ignore[no-untyped-def]
+    flower_port = free_port()
+    run = dev_up("--monitoring", FLOWER_PORT=str(flower_port), FLOWER_BASIC_AUTH="")
+    run.wait_for("dev: stack ready", timeout=120)
+    [line] = [line for line in run.log().splitlines() if line.startswith("dev: Flower on ")]
+    assert line.startswith(f"dev: Flower on http://127.0.0.1:{flower_port}, user flower, password "), line
+    password = line.split("password ", 1)[1].split()[0]
+    assert run.log().count(password) == 1, "the password is shown once"
+    auth = {"Authorization": "Basic " + base64.b64encode(f"flower:{password}".encode()).decode()}
+
+    def workers() -> int:
+        response = http_request("GET", f"http://127.0.0.1:{flower_port}/api/workers?refresh=1", headers=auth)
+        assert response.status == 200, response.body
+        return len(response.json())
+
+    assert wait_until(workers, 60, "flower never listed the workers", 0.5) == 2
+    assert http_request("GET", f"http://127.0.0.1:{flower_port}/api/workers").status == 401
+    assert run.signal(signal.SIGINT) == 0
+    assert "dev: stopped" in run.log(), run.log()[-3000:]
+    wait_until(lambda: not leftover_processes(clone), 10, f"left behind: {leftover_processes(clone)}")
 
 
 def run_env(run: DevUp, name: str) -> str:

@@ -1,6 +1,7 @@
 import pytest
 
 from common_tasks.config import CommonSettings, ConfigError, WorkerSettings, load_settings
+from common_tasks.redis_urls import parse_sentinel_url
 
 
 def test_defaults_point_at_local_redis(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,3 +47,46 @@ def test_each_bad_variable_gets_its_own_line(
         load_settings(WorkerSettings)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(":")[1].strip() for line in lines] == ["CELERY_BROKER_URL", "WORKER_CONCURRENCY"]
+
+
+SENTINELS = "sentinel://127.0.0.1:26379;sentinel://127.0.0.2:26379;sentinel://127.0.0.3"
+
+
+def test_sentinel_urls_with_the_master_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", SENTINELS)
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "sentinel://:secret@127.0.0.1:26379/1;sentinel://127.0.0.2:26379/1")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "stack-master")
+    settings = load_settings(CommonSettings)
+    assert settings.REDIS_SENTINEL_MASTER == "stack-master"
+    backend = parse_sentinel_url(settings.CELERY_RESULT_BACKEND)
+    assert backend.addresses == (("127.0.0.1", 26379), ("127.0.0.2", 26379))
+    assert (backend.db, backend.password) == (1, "secret")
+    assert parse_sentinel_url(SENTINELS).addresses[2] == ("127.0.0.3", 26379)  # the default port
+
+
+@pytest.mark.parametrize(
+    ("env", "bad"),
+    [
+        ({"CELERY_BROKER_URL": SENTINELS}, ["CELERY_BROKER_URL"]),  # no REDIS_SENTINEL_MASTER
+        (
+            {"CELERY_BROKER_URL": SENTINELS, "CELERY_RESULT_BACKEND": SENTINELS + "/1"},
+            ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"],
+        ),
+        ({"REDIS_SENTINEL_MASTER": "m", "CELERY_BROKER_URL": "sentinel://a:1;redis://b:2"}, ["CELERY_BROKER_URL"]),
+        (
+            {"REDIS_SENTINEL_MASTER": "m", "CELERY_BROKER_URL": "sentinel://a:1/0;sentinel://b:1/2"},
+            ["CELERY_BROKER_URL"],
+        ),
+        ({"REDIS_SENTINEL_MASTER": "m", "CELERY_BROKER_URL": "sentinel://a:port"}, ["CELERY_BROKER_URL"]),
+        ({"REDIS_SENTINEL_MASTER": "no spaces", "CELERY_BROKER_URL": SENTINELS}, ["REDIS_SENTINEL_MASTER"]),
+    ],
+)
+def test_bad_sentinel_settings_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], bad: list[str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        load_settings(CommonSettings)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == bad

@@ -10,7 +10,8 @@ docker-compose.yml:
   configuration at run time) with Debian's python3 (3.13, the minor nixpkgs 26.05 builds the
   images with) or redis-server + redis-cli, cached as a tarball and ``docker import``-ed;
 * Python services: wheels built on the host (``pip wheel`` for ./common ./worker
-  ./order-service ./notification-service); each service's third-party closure resolved by
+  ./order-service ./notification-service); an image with ``requirements`` (flower) gets those
+  distributions instead; each image's third-party closure resolved by
   ``uv pip compile`` with every version forced to requirements.lock's (the versions nixpkgs 26.05
   ships, nix/nixpkgs-versions.toml), fetched as manylinux wheels for the image's interpreter and
   installed inside the build with ``pip --no-index --no-deps`` (no network used inside containers);
@@ -276,11 +277,18 @@ def service_closure(requirements: list[str], py_version: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
 
 
-def build_wheels(wheel_dir: Path, base: str, services: dict[str, str], no_cache: bool = False) -> dict[str, list[str]]:
+def build_wheels(
+    wheel_dir: Path,
+    base: str,
+    services: dict[str, str],
+    requirements: dict[str, list[str]],
+    no_cache: bool = False,
+) -> dict[str, list[str]]:
     """Project wheels from the source tree + their third-party dependencies at the locked versions.
 
     Returns, per package of `services` (images.toml key -> package), the wheel file names its image
-    installs. The project's own distributions are never looked up on the index: names such as
+    installs; a package with `requirements` (images.toml: flower) installs those third-party
+    distributions. The project's own distributions are never looked up on the index: names such as
     `worker` exist on PyPI and belong to someone else.
     """
     machine = platform.machine()
@@ -304,8 +312,13 @@ def build_wheels(wheel_dir: Path, base: str, services: dict[str, str], no_cache:
         requirements = [r for d in dists for r in wheel_requirements(project[d])]
         return [r for r in requirements if _canonical(re.split(r"[ ;<>=!~\[]", r)[0]) not in LOCAL_DISTS]
 
-    locals_of = {package: local_closure(_canonical(package)) for package in services.values()}
-    closures = {package: service_closure(third_party(dists), py_version) for package, dists in locals_of.items()}
+    locals_of = {
+        package: [] if package in requirements else local_closure(_canonical(package)) for package in services.values()
+    }
+    closures = {
+        package: service_closure(requirements.get(package) or third_party(dists), py_version)
+        for package, dists in locals_of.items()
+    }
     pins = sorted({pin for closure in closures.values() for pin in closure})
     log(f"    third-party distributions: {', '.join(pins)}")
     # For the image's interpreter: its glibc decides which manylinux wheels fit. Older pip does not
@@ -365,6 +378,8 @@ def config_lines(cfg: dict, svc: dict) -> list[str]:
         f"USER {cfg['user']}",
         f"ENTRYPOINT {json.dumps(['/bin/' + svc['entrypoint']])}",
     ]
+    if "cmd" in svc:
+        lines.append(f"CMD {json.dumps(svc['cmd'])}")
     return lines
 
 
@@ -466,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
             wheels.mkdir()
             with timed("wheels (pip wheel + locked manylinux deps)"):
                 packages = {key: services[key]["package"] for key in py_services}
-                image_wheels = build_wheels(wheels, bases["python"], packages, args.no_cache)
+                requirements = {
+                    services[key]["package"]: services[key]["requirements"]
+                    for key in py_services
+                    if "requirements" in services[key]
+                }
+                image_wheels = build_wheels(wheels, bases["python"], packages, requirements, args.no_cache)
                 log(f"    {len(list(wheels.glob('*.whl')))} wheels")
         for key in wanted:
             svc = services[key]

@@ -13,12 +13,14 @@ Run: bash tests/container/engine.sh && bash tests/container/build-standin-images
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import tomllib
 import urllib.error
@@ -252,11 +254,7 @@ def _remove_stale_test_projects() -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def stack(container_timings):
-    global TIMINGS
-    TIMINGS = container_timings
-    TIMINGS.append(("docker info + compose version", _ENGINE_CHECK_SECONDS))
+def _require_images() -> None:
     missing = [
         ref
         for ref in expected_images()
@@ -264,6 +262,14 @@ def stack(container_timings):
     ]
     if missing:
         _cannot_run(f"images missing: {missing}; load the Nix images or run tests/container/build-standin-images.sh")
+
+
+@pytest.fixture(scope="module")
+def stack(container_timings):
+    global TIMINGS
+    TIMINGS = container_timings
+    TIMINGS.append(("docker info + compose version", _ENGINE_CHECK_SECONDS))
+    _require_images()
     _remove_stale_test_projects()
     s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
     try:
@@ -323,6 +329,21 @@ def test_twenty_orders_complete_and_notify(stack: Stack):
         check_done(rec)
     # 2 x 9.99 + 1.50
     assert {rec["total"] for rec in records.values()} == {"21.48"}, records
+
+
+def test_celery_commands_and_order_logs_in_the_images(stack: Stack):
+    # The images have no shell and no `celery` program: each service's script runs Celery's commands.
+    for service, script in (("worker", "worker"), ("notification-service", "notification-service")):
+        r = stack.compose("exec", "-T", service, script, "celery", "inspect", "ping", "--timeout", "10", timeout=120)
+        assert r.stdout.count("pong") >= 2, r.stdout
+    order_id = stack.post_order(99)
+    stack.wait_orders([order_id], done_and_notified)
+    # One order's whole life by its id: order-service accepted it, the worker ran two tasks for it,
+    # notification-service one.
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "order-service", "worker", "notification-service")
+    lines = [line for line in logs.stdout.splitlines() if order_id in line]
+    services = sorted(line.split()[2] for line in lines)
+    assert services == ["notification-service", "order-service", "worker", "worker"], lines
 
 
 def test_scaled_workers_share_work(stack: Stack):
@@ -455,3 +476,229 @@ def test_down_removes_everything(stack: Stack):
     vols = subprocess.run(["docker", "volume", "ls", "--quiet"], capture_output=True, text=True).stdout.split()
     leftovers_named = [v for v in vols if v.startswith(stack.project)]
     assert not leftovers and not leftovers_named, (leftovers, leftovers_named)
+
+
+# --------------------------------------------------------------------------------------------
+# Flower (profile `monitoring`), on a stack of its own
+# --------------------------------------------------------------------------------------------
+
+FLOWER_CREDENTIALS = "admin:container-test-password"
+# One order's tasks and the queue of the service that runs each.
+ORDER_TASKS = {
+    "orders.process": "orders",
+    "notifications.send_order_confirmation": "notifications",
+    "orders.record_notification": "orders",
+}
+
+
+def flower_get(url: str, credentials: str | None = FLOWER_CREDENTIALS) -> tuple[int, object]:
+    req = urllib.request.Request(url)
+    if credentials:
+        req.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def wait_for(predicate, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(1)
+
+
+def test_flower_profile_monitors_both_queues_behind_basic_auth(container_timings):
+    global TIMINGS
+    TIMINGS = container_timings
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    flower_port = free_port()
+    flower = f"http://127.0.0.1:{flower_port}"
+    env = s.env(FLOWER_BASIC_AUTH=FLOWER_CREDENTIALS, FLOWER_PORT=str(flower_port))
+    monitoring = ("--profile", "monitoring")
+    try:
+        t0 = time.monotonic()
+        s.compose(*monitoring, "up", "--detach", "--wait", timeout=UP_TIMEOUT + 30, env=env)
+        TIMINGS.append(("compose --profile monitoring up -d --wait", time.monotonic() - t0))
+        [container] = [c for c in s.ps() if c["Service"] == "flower"]
+        assert container["Health"] == "healthy", container
+        published = [p for p in container.get("Publishers") or [] if p.get("PublishedPort")]
+        assert published and all(p["URL"] == "127.0.0.1" for p in published), published
+
+        # Without the password (or with a wrong one) nothing but 401.
+        assert flower_get(f"{flower}/api/workers", None)[0] == 401
+        assert flower_get(f"{flower}/api/workers", "admin:wrong")[0] == 401
+
+        def workers() -> dict[str, set[str]]:
+            status, body = flower_get(f"{flower}/api/workers?refresh=1")
+            assert status == 200, status
+            found = {name: {q["name"] for q in info.get("active_queues") or []} for name, info in body.items()}
+            return found if set().union(*found.values()) == {"orders", "notifications"} else {}
+
+        queues = wait_for(workers, 60, "flower never listed the workers of both queues")
+
+        order_id = s.post_order(0)
+        s.wait_orders([order_id], done_and_notified)
+
+        def order_tasks() -> dict[str, dict]:
+            status, body = flower_get(f"{flower}/api/tasks")
+            assert status == 200, status
+            tasks = {
+                task["name"]: task
+                for task in body.values()
+                if order_id in f"{task.get('args')}{task.get('kwargs')}" and task.get("state") == "SUCCESS"
+            }
+            return tasks if set(tasks) == set(ORDER_TASKS) else {}
+
+        tasks = wait_for(order_tasks, 30, f"flower never showed the three tasks of {order_id} succeeded")
+        for name, queue in ORDER_TASKS.items():
+            assert queue in queues[tasks[name]["worker"]], (name, tasks[name]["worker"])
+    finally:
+        t0 = time.monotonic()
+        s.compose(
+            *monitoring, "down", "--volumes", "--remove-orphans", "--timeout", "60", check=False, timeout=180, env=env
+        )
+        TIMINGS.append(("compose --profile monitoring down -v", time.monotonic() - t0))
+
+
+# --------------------------------------------------------------------------------------------
+# profile `ha`: a project of its own
+# --------------------------------------------------------------------------------------------
+
+SENTINEL_MASTER = "stack-master"
+HA_ENV = {
+    "CELERY_BROKER_URL": ";".join(f"sentinel://sentinel-{i}:26379/0" for i in (1, 2, 3)),
+    "CELERY_RESULT_BACKEND": ";".join(f"sentinel://sentinel-{i}:26379/1" for i in (1, 2, 3)),
+    "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+    "SENTINEL_DOWN_AFTER_MS": "2000",
+    # Short, so that what the lost master took with it is redone within the test.
+    "RECONCILE_AFTER_SECONDS": "5",
+    "RECONCILE_INTERVAL_SECONDS": "1",
+    "CELERY_VISIBILITY_TIMEOUT": "20",
+}
+
+
+class OrderLoad:
+    """Posts orders at a steady rate from a thread; keeps (time, status) of every answer."""
+
+    def __init__(self, stack: Stack, rate: float) -> None:
+        self.stack = stack
+        self.interval = 1.0 / rate
+        self.accepted: list[str] = []
+        self.timeline: list[tuple[float, int | str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OrderLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            body = {
+                "customer_email": f"ha{n}@example.com",
+                "items": [{"sku": "HA-1", "quantity": 1, "unit_price": "2.50"}],
+            }
+            try:
+                status, resp = self.stack.request("POST", "/orders", body, timeout=10)
+            except (urllib.error.URLError, OSError) as error:
+                status, resp = type(error).__name__, None
+            self.timeline.append((time.monotonic(), status))
+            if status == 202:
+                self.accepted.append(resp["order_id"])
+            self._stop.wait(self.interval)
+
+
+def test_ha_profile_survives_losing_the_redis_master(container_timings):
+    _require_images()
+    _remove_stale_test_projects()
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    env = s.env(**HA_ENV)
+
+    def sentinel(*command: str) -> list[str]:
+        r = s.compose(
+            "exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", "sentinel", *command, env=env, check=False
+        )
+        return r.stdout.split() if r.returncode == 0 else []
+
+    def master_host() -> str | None:
+        answer = sentinel("get-master-addr-by-name", SENTINEL_MASTER)
+        return answer[0] if answer else None
+
+    try:
+        t0 = time.monotonic()
+        s.compose("--profile", "ha", "up", "--detach", "--wait", env=env, timeout=UP_TIMEOUT + 30)
+        container_timings.append(("compose --profile ha up -d --wait", time.monotonic() - t0))
+        # The Sentinels know each other and the replica before the master is lost.
+        deadline = time.monotonic() + 60
+        while True:
+            state = sentinel("master", SENTINEL_MASTER)
+            fields = dict(zip(state[::2], state[1::2], strict=False))
+            if fields.get("num-other-sentinels") == "2" and fields.get("num-slaves") == "1":
+                break
+            assert time.monotonic() < deadline, f"the Sentinels never saw the whole group: {fields}"
+            time.sleep(0.5)
+        assert master_host() == "redis"
+        [master] = s.compose("ps", "--quiet", "redis", env=env).stdout.split()
+
+        with OrderLoad(s, rate=10) as load:
+            deadline = time.monotonic() + 60
+            while len(load.accepted) < 30:
+                assert time.monotonic() < deadline, f"orders were not accepted: {load.timeline[-5:]}"
+                time.sleep(0.2)
+            killed_at = time.monotonic()
+            subprocess.run(["docker", "kill", master], check=True, capture_output=True, timeout=60)
+            while master_host() != "redis-replica":
+                assert time.monotonic() - killed_at < 90, "the Sentinels never promoted the replica"
+                time.sleep(0.2)
+            promoted = time.monotonic() - killed_at
+            # The lost server comes back and the Sentinels make it a replica of the new master;
+            # acceptance, which waits for one replica, resumes.
+            s.compose("start", "redis", env=env, timeout=120)
+            while not any(t > killed_at + promoted and status == 202 for t, status in list(load.timeline)):
+                assert time.monotonic() - killed_at < 120, "no order was accepted after the failover"
+                time.sleep(0.2)
+            after = [(t, status) for t, status in load.timeline if t >= killed_at]
+            refused_at = next((t for t, status in after if status != 202), killed_at)
+            resumed = next(t for t, status in after if status == 202 and t > refused_at) - killed_at
+            time.sleep(5)
+        container_timings.append(("ha: replica promoted after the master's SIGKILL", promoted))
+        container_timings.append(("ha: orders accepted again (old master back as replica)", resumed))
+        statuses = {status for _, status in load.timeline}
+        assert statuses <= {202, 503}, statuses
+
+        records = s.wait_orders(load.accepted, done_and_notified, timeout=180)
+        for rec in records.values():
+            check_done(rec)
+        # The delivery ledger (on the new master) counted one delivery per accepted order.
+        count_bad = (
+            "local n = 0 for _, id in ipairs(ARGV) do "
+            "if redis.call('HGET', 'notification:' .. id, 'delivered') ~= '1' then n = n + 1 end end return n"
+        )
+        bad = s.compose(
+            "exec", "-T", "redis-replica", "redis-cli", "EVAL", count_bad, "0", *load.accepted, env=env
+        ).stdout.strip()
+        assert bad == "0", f"{bad} accepted orders without exactly one recorded delivery"
+        during = [status for t, status in load.timeline if killed_at <= t < killed_at + resumed]
+        print(
+            f"ha failover: promoted after {promoted:.1f}s, accepting again after {resumed:.1f}s; "
+            f"{len(load.accepted)} accepted, 0 lost; {during.count(503)} answered 503 meanwhile"
+        )
+        for service in ("worker", "notification-service", "order-service"):
+            for cid in s.compose("ps", "--quiet", service, env=env).stdout.split():
+                restarts = subprocess.run(
+                    ["docker", "inspect", "--format", "{{.RestartCount}}", cid], capture_output=True, text=True
+                ).stdout.strip()
+                assert restarts == "0", f"{service} restarted {restarts} time(s)"
+    finally:
+        s.compose("--profile", "ha", "down", "--volumes", "--remove-orphans", "--timeout", "30", env=env, check=False)

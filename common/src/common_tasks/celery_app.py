@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Queue
 
 from common_tasks.config import CommonSettings
+from common_tasks.redis_state import sentinel_kwargs
 from common_tasks.tasks import ORDERS_QUEUE, QUEUES, task_routes
 
 # Publishing gives up after ~0.6 s so the HTTP API can answer 503 quickly when Redis is down.
@@ -19,6 +20,14 @@ SOCKET_CONNECT_TIMEOUT = 1.0
 # Bounds synchronous Redis commands on a dead connection; the consumer's BRPOP waits only ~1 s.
 SOCKET_TIMEOUT = 10.0
 RESULT_EXPIRES = 3600
+
+
+def sentinel_options(settings: CommonSettings) -> dict[str, Any]:
+    """For sentinel:// URLs: the master's name, and timeouts on the Sentinel connections too (Celery's
+    result backend would give them none)."""
+    if not settings.REDIS_SENTINEL_MASTER:
+        return {}
+    return {"master_name": settings.REDIS_SENTINEL_MASTER, "sentinel_kwargs": sentinel_kwargs()}
 
 
 def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
@@ -31,6 +40,7 @@ def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
         "retry_on_timeout": True,
         # Stop producers retrying a dead connection forever.
         "max_retries": 2,
+        **sentinel_options(settings),
     }
 
 
@@ -48,7 +58,10 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "broker_url": settings.CELERY_BROKER_URL,
         "result_backend": settings.CELERY_RESULT_BACKEND,
         "broker_transport_options": transport_options,
-        "result_backend_transport_options": {"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
+            **sentinel_options(settings),
+        },
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
         "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,

@@ -1,6 +1,8 @@
 """The command line of the Celery worker services: `<script>` runs the worker, `<script> healthcheck`
 probes a running one by the age of its heartbeat file, `<script> check-config` only validates the
-environment (exit status 2 and one line per error when it is not valid).
+environment (exit status 2 and one line per error when it is not valid), and `<script> celery ARGS`
+is `celery -A <the service's app module> ARGS` (the images have no `celery` program of their own, and
+no shell: `docker compose exec worker worker celery inspect ping`).
 
 This module imports neither Celery nor the tasks, so a healthcheck (run every few seconds by Docker)
 costs a fraction of a second instead of a full Celery import.
@@ -42,8 +44,12 @@ def worker_service_main(
         return heartbeat_healthcheck(settings)
     if arguments == ["check-config"]:
         return 0
+    if arguments[:1] == ["celery"]:
+        from common_tasks.runner import run_celery
+
+        return run_celery(importlib.import_module(app_module).app, arguments[1:])
     if arguments:
-        print(f"usage: {prog} [healthcheck | check-config]", file=sys.stderr)
+        print(f"usage: {prog} [healthcheck | check-config | celery ARGS]", file=sys.stderr)
         return 2
     from common_tasks.runner import run_worker
 

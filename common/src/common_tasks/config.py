@@ -9,16 +9,28 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common_tasks.redis_urls import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def check_redis_url(value: str | None) -> str | None:
-    """The validator of every Redis URL variable (None: not set)."""
-    if value is not None and not value.startswith(REDIS_URL_SCHEMES):
-        raise ValueError(f"must be a Redis URL starting with one of {', '.join(REDIS_URL_SCHEMES)}")
+def check_redis_url(value: str | None, info: ValidationInfo | None = None) -> str | None:
+    """The validator of every Redis URL variable (None: not set). A Sentinel URL needs
+    REDIS_SENTINEL_MASTER, which is declared before every URL so that `info` holds it."""
+    if value is None:
+        return value
+    if is_sentinel_url(value):
+        parse_sentinel_url(value)
+        # Absent from info.data when REDIS_SENTINEL_MASTER itself is invalid (that line says so).
+        if info is not None and info.data.get("REDIS_SENTINEL_MASTER", "?") is None:
+            raise ValueError("a sentinel:// URL needs REDIS_SENTINEL_MASTER (the master's name the Sentinels monitor)")
+        return value
+    if not value.startswith(REDIS_URL_SCHEMES):
+        schemes = ", ".join((*REDIS_URL_SCHEMES, SENTINEL_SCHEME))
+        raise ValueError(f"must be a Redis URL starting with one of {schemes}")
     return value
 
 
@@ -28,6 +40,9 @@ class CommonSettings(BaseSettings):
     # An empty variable counts as unset (compose passes every setting through, empty when not given).
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, env_ignore_empty=True)
 
+    # The master's name for every sentinel:// URL (kombu's `master_name`); first, so that the URL
+    # validators see it.
+    REDIS_SENTINEL_MASTER: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     CELERY_BROKER_URL: str = "redis://localhost:6379/0"
     CELERY_RESULT_BACKEND: str = "redis://localhost:6379/1"
     # Seconds before Redis redelivers a message that a (dead) worker took but never acknowledged.
@@ -44,8 +59,8 @@ class CommonSettings(BaseSettings):
 
     @field_validator("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
     @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        return check_redis_url(value)
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_redis_url(value, info)
 
     @field_validator("LOG_LEVEL")
     @classmethod

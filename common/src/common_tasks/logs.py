@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 # The fields every record gets (None when not known); `service` is the process's.
@@ -112,7 +113,10 @@ def log_handler(service: str, log_format: str, drop_celery_task_lines: bool = Fa
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         formatter: logging.Formatter = JsonFormatter(
-            list(JSON_FIELDS), rename_fields={"levelname": "level", "name": "logger"}, timestamp="time"
+            list(JSON_FIELDS),
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+            reserved_attrs=[*RESERVED_ATTRS, "context"],  # `context` is the text format's summary
         )
     else:
         formatter = logging.Formatter(TEXT_FORMAT, datefmt=TIME_FORMAT)

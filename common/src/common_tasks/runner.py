@@ -134,12 +134,24 @@ def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: s
     Not `app.worker_main()`: that drops the worker's exit status, so a worker that stopped on an
     unrecoverable error would exit 0 and a supervisor that restarts on failure only would not see it.
     """
-    from celery.bin.celery import celery as celery_command
-
     # Configured before Celery runs (its start-up warnings are records too); a receiver of
     # setup_logging keeps Celery from configuring logging itself (docs: signals.setup_logging).
     configure_logging(node_prefix, settings.LOG_LEVEL, settings.LOG_FORMAT, settings.LOG_TASK_LINES)
     signals.setup_logging.connect(keep_service_logging, weak=False)
+    return run_celery(app, worker_argv(settings, queue, node_prefix))
+
+
+def run_celery(app: Celery, arguments: list[str]) -> int:
+    """`celery -A <app> ARGUMENTS`, returning its exit status."""
+    import click
+    from celery.bin.celery import celery as celery_command
+
     celery_command.params[0].default = app  # what app.start() does: the `--app` option's default
-    status = celery_command.main(args=worker_argv(settings, queue, node_prefix), standalone_mode=False)
+    try:
+        status = celery_command.main(args=arguments, prog_name="celery", standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help, --version
+        return done.exit_code
+    except click.ClickException as error:  # bad arguments: click's own message and status
+        error.show()
+        return error.exit_code
     return status if isinstance(status, int) else 0

@@ -69,8 +69,8 @@ class DeliveryLedger:
         self._record_failure = client.register_script(_RECORD_FAILURE)
 
     @classmethod
-    def from_url(cls, url: str) -> DeliveryLedger:
-        return cls(state_client(url))
+    def from_url(cls, url: str, sentinel_master: str | None = None) -> DeliveryLedger:
+        return cls(state_client(url, sentinel_master))
 
     def claim(self, order_id: str, owner: str, seconds: int) -> Claim:
         """`claimed`: deliver now. `delivered`/`failed`: the outcome is known already. `busy`: a copy

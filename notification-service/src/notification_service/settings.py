@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from common_tasks.celery_app import task_time_limits
 from common_tasks.config import WorkerSettings, check_redis_url
@@ -23,8 +23,8 @@ class NotificationSettings(WorkerSettings):
 
     @field_validator("NOTIFICATION_LEDGER_URL")
     @classmethod
-    def _ledger_url(cls, value: str | None) -> str | None:
-        return check_redis_url(value)
+    def _ledger_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_redis_url(value, info)
 
     @property
     def ledger_url(self) -> str:

@@ -16,12 +16,13 @@ import redis
 from celery import Celery
 from flask import Blueprint, Response, current_app, request
 from kombu.exceptions import KombuError, OperationalError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from common_tasks.logs import bind_context
 from common_tasks.schemas import OrderId, OrderRequest, ProcessOrder
 from common_tasks.tasks import send_process_order
-from order_store.store import OrderRecord, OrderStore
+from order_service.models import ErrorBody, Health, OrderAccepted, OrderView, Ready
+from order_store.store import OrderStore
 
 MAX_BODY_BYTES = 64 * 1024
 BROKER_ERRORS = (redis.RedisError, OperationalError, KombuError, OSError)
@@ -38,18 +39,24 @@ class Backends:
     celery_app: Celery
     store: OrderStore
     broker: redis.Redis
+    # Replicas that must hold an order's record before it is accepted (ORDER_ACCEPT_REPLICAS).
+    accept_replicas: int = 0
+    accept_replica_timeout: float = 0.5
 
 
 def backends() -> Backends:
     return current_app.extensions["order_service"]  # type: ignore[no-any-return]
 
 
-def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
+def json_response(body: BaseModel, status: int, headers: dict[str, str] | None = None) -> Response:
+    # Every body is one of order_service.models, the models the OpenAPI document describes; an
+    # error's `details` is left out, not null, where there are none.
+    text = body.model_dump_json(exclude_unset=isinstance(body, ErrorBody))
+    return Response(text, status=status, mimetype="application/json", headers=headers)
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> Response:
-    return json_response({"error": error, "message": message, **extra}, status)
+    return json_response(ErrorBody(error=error, message=message, **extra), status)
 
 
 def _reject_constant(name: str) -> float:
@@ -76,24 +83,9 @@ def validation_errors(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def order_view(record: OrderRecord) -> dict[str, object]:
-    """What `GET /orders/<id>` returns: the API's own view of an order record."""
-    return {
-        "order_id": record.order_id,
-        "status": record.status,
-        "total": record.total,
-        "notification": record.notification,
-        "notifications_sent": record.notifications_sent,
-        "worker": record.worker,
-        "failure": record.failure,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
-
-
 @api.get("/healthz")
 def healthz() -> Response:
-    return json_response({"status": "ok"}, 200)
+    return json_response(Health(), 200)
 
 
 @api.get("/readyz")
@@ -103,7 +95,7 @@ def readyz() -> Response:
         backends().store.ping()
     except redis.RedisError as error:
         return error_response(503, "broker_unavailable", f"Redis is not reachable: {error}")
-    return json_response({"status": "ready"}, 200)
+    return json_response(Ready(), 200)
 
 
 @api.post("/orders")
@@ -131,9 +123,18 @@ def create_order() -> Response:
     order_id = uuid.uuid4().hex
     bind_context(order_id=order_id)
     try:
-        store.create(order_id, order)
+        replicated = store.create(order_id, order, backends().accept_replicas, backends().accept_replica_timeout)
     except redis.RedisError as error:
         logger.warning("order rejected, store unavailable: %s", error)
+        return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
+    if not replicated:
+        # Not published yet, so deleting the record leaves nothing behind. The message itself needs
+        # no replica: if a failover loses it, the reconciler re-sends the (replicated) order.
+        logger.warning("order %s rejected: no replica acknowledged it in time", order_id)
+        try:
+            store.delete(order_id)
+        except redis.RedisError:
+            pass  # as below
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     message = ProcessOrder.for_order(order_id, order)
     try:
@@ -147,7 +148,7 @@ def create_order() -> Response:
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     location = f"/orders/{order_id}"
     logger.info("order %s accepted: %d item(s)", order_id, len(order.items))
-    return json_response({"order_id": order_id, "status": "accepted"}, 202, headers={"Location": location})
+    return json_response(OrderAccepted(order_id=order_id), 202, headers={"Location": location})
 
 
 @api.get("/orders/<order_id>")
@@ -162,4 +163,4 @@ def get_order(order_id: str) -> Response:
         return error_response(503, "store_unavailable", "orders cannot be read right now; retry later")
     if record is None:
         return error_response(404, "not_found", "no such order")
-    return json_response(order_view(record), 200)
+    return json_response(OrderView.of(record), 200)

@@ -6,7 +6,6 @@ import logging
 import re
 import uuid
 
-import redis
 from celery import Celery
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -14,6 +13,8 @@ from werkzeug.exceptions import HTTPException
 from common_tasks.celery_app import create_celery_app
 from common_tasks.config import load_settings
 from common_tasks.logs import log_context
+from common_tasks.redis_state import redis_client
+from order_service import metrics, openapi
 from order_service.api import Backends, api, error_response
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
@@ -35,16 +36,20 @@ def create_app(
     store: OrderStore | None = None,
 ) -> Flask:
     settings = settings or load_settings(OrderServiceSettings)
-    app = Flask("order_service")
+    app = Flask("order_service", static_folder=None)  # no /static route: the API serves JSON only
     # No MAX_CONTENT_LENGTH: Werkzeug would cut a chunked body at the limit without a word; the
     # route reads one byte past MAX_BODY_BYTES itself and answers 413.
     app.config.update(DEBUG=False, TESTING=False)
     app.extensions["order_service"] = Backends(
         celery_app=celery_app or create_celery_app(settings, "order-service"),
-        store=store or OrderStore.from_url(settings.order_store_url),
-        broker=redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=1),
+        store=store or OrderStore.from_url(settings.order_store_url, settings.REDIS_SENTINEL_MASTER),
+        broker=redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER, socket_timeout=1),
+        accept_replicas=settings.accept_replicas,
+        accept_replica_timeout=settings.ORDER_ACCEPT_REPLICA_TIMEOUT_SECONDS,
     )
     app.register_blueprint(api)
+    app.register_blueprint(openapi.blueprint)
+    app.register_blueprint(metrics.blueprint)
 
     @app.before_request
     def bind_request_id() -> None:
@@ -68,7 +73,11 @@ def create_app(
     def http_error(error: HTTPException) -> Response:
         code = error.code or 500
         name = (error.name or "error").lower().replace(" ", "_")
-        return error_response(code, name, error.description or name)
+        response = error_response(code, name, error.description or name)
+        # The exception's own headers but its HTML body's type: a 405 must list the Allow-ed methods
+        # (RFC 9110; Schemathesis' unsupported_method check found them missing).
+        response.headers.extend((key, value) for key, value in error.get_headers() if key.lower() != "content-type")
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,6 +24,8 @@ from common_tasks.logs import configure_logging
 from order_service.settings import OrderServiceSettings
 
 USAGE = "usage: order-service [healthcheck | check-config]"
+# The workers' metrics directory (order_service.metrics), made fresh by main() for each start.
+METRICS_DIR_PREFIX = "order-service-metrics-"
 # The access log line (WEB_ACCESS_LOG=true): client, request line, status, bytes, milliseconds and
 # the request id the response carries, so it greps together with the request's other lines.
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
@@ -69,6 +72,10 @@ class OrderServiceServer(BaseApplication):
         # gunicorn >= 24 opens a control socket under $HOME; the images have no writable home.
         if "control_socket_disable" in self.cfg.settings:
             options["control_socket_disable"] = True
+        # Prometheus' multiprocess mode (order_service.metrics), imported after main() chose its directory.
+        from order_service import metrics
+
+        options.update(child_exit=metrics.child_exit, on_exit=metrics.on_exit)
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
+    # A fresh directory for the workers' metrics (order_service.metrics), set before anything imports
+    # prometheus_client, which reads it at import; the workers inherit it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     OrderServiceServer(settings).run()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from common_tasks.config import CommonSettings, check_redis_url
 
@@ -13,8 +13,8 @@ class OrderStoreSettings(CommonSettings):
 
     @field_validator("ORDER_STORE_URL")
     @classmethod
-    def _order_store_url(cls, value: str | None) -> str | None:
-        return check_redis_url(value)
+    def _order_store_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_redis_url(value, info)
 
     @property
     def order_store_url(self) -> str:

@@ -62,6 +62,12 @@ class Completion:
         return self.status == "completed" and self.notification == "pending"
 
 
+# Creates an order: its hash (ARGV[3..]: field, value, ...) and its place in the open index.
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+"""
+
 # Moves accepted -> processing; returns the status before the call (nil when the order is unknown).
 _START_PROCESSING = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -123,13 +129,16 @@ class OrderStore:
         self._record_notification = client.register_script(_RECORD_NOTIFICATION)
 
     @classmethod
-    def from_url(cls, url: str) -> OrderStore:
-        return cls(state_client(url))
+    def from_url(cls, url: str, sentinel_master: str | None = None) -> OrderStore:
+        return cls(state_client(url, sentinel_master))
 
     def ping(self) -> bool:
         return bool(self.client.ping())
 
-    def create(self, order_id: str, request: OrderRequest) -> None:
+    def create(self, order_id: str, request: OrderRequest, replicas: int = 0, replica_timeout: float = 0.5) -> bool:
+        """Store a new order. With `replicas`, wait up to `replica_timeout` seconds until that many
+        replicas hold it (Redis WAIT, on the connection that wrote it) and return whether they do;
+        the record stays on the master either way (the caller deletes it if it gives up)."""
         now = time.time()
         fields = {
             "status": "accepted",
@@ -140,10 +149,15 @@ class OrderStore:
             "created_at": now,
             "updated_at": now,
         }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(order_key(order_id), mapping=fields)
-        pipe.zadd(OPEN_ORDERS_KEY, {order_id: now})
-        pipe.execute()
+        # One script (atomic), then WAIT, both on one connection: WAIT counts that connection's
+        # writes, and inside MULTI it would not wait at all.
+        pipe = self.client.pipeline(transaction=False)
+        pairs = [str(part) for pair in fields.items() for part in pair]
+        pipe.eval(_CREATE, 2, order_key(order_id), OPEN_ORDERS_KEY, order_id, now, *pairs)
+        if replicas:
+            pipe.execute_command("WAIT", replicas, max(1, round(replica_timeout * 1000)))
+        results = pipe.execute()
+        return not replicas or int(results[-1]) >= replicas
 
     def delete(self, order_id: str) -> None:
         pipe = self.client.pipeline(transaction=True)

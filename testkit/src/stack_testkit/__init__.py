@@ -67,12 +67,15 @@ def console_script(name: str) -> str:
 class RedisServer:
     """A real redis-server on 127.0.0.1, stoppable and restartable on the same port and data dir."""
 
-    def __init__(self, directory: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, password: str | None = None, replica_of: int | None = None
+    ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.replica_of = replica_of  # the port of a master on 127.0.0.1 this server replicates at start
         self.appendonly = False
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,8 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.client().ping(), 10, f"redis-server on port {self.port} did not start")
         return self
@@ -119,6 +124,122 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=15)
         self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: what losing the host looks like to its clients (no flush, no goodbye)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+class SentinelGroup:
+    """A Redis master, its replicas and Redis Sentinels watching them (`redis-server --sentinel`, each
+    with a config file of its own, which Sentinel rewrites), all on 127.0.0.1, with short failure
+    detection so that a failover takes seconds. `url()` is the services' sentinel:// URL."""
+
+    MASTER_NAME = "stack-master"
+
+    def __init__(
+        self,
+        directory: Path,
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+    ) -> None:
+        self.directory = directory
+        self.master = RedisServer(directory / "redis-0")
+        self.replicas = [
+            RedisServer(directory / f"redis-{index + 1}", replica_of=self.master.port) for index in range(replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.sentinel_processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def url(self, db: int = 0) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{port}/{db}" for port in self.sentinel_ports)
+
+    def sentinel_client(self, index: int) -> redis.Redis:
+        port = self.sentinel_ports[index]
+        return redis.Redis(port=port, decode_responses=True, socket_connect_timeout=1, socket_timeout=2)
+
+    def master_port(self) -> int | None:
+        """The master's port as most Sentinels name it (None while they disagree or are down)."""
+        answers = []
+        for index in range(len(self.sentinel_ports)):
+            try:
+                address = self.sentinel_client(index).sentinel_get_master_addr_by_name(self.MASTER_NAME)
+            except (redis.RedisError, OSError):
+                continue
+            if address:
+                answers.append(int(address[1]))
+        for port in answers:
+            if answers.count(port) * 2 > len(self.sentinel_ports):
+                return port
+        return None
+
+    def online_replicas(self, port: int) -> int:
+        """Replicas of the server on `port` that finished their sync (only those acknowledge WAIT)."""
+        replication = self.server_on(port).client().info("replication")
+        return sum(
+            1
+            for key, value in replication.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def server_on(self, port: int) -> RedisServer:
+        return next(server for server in self.servers if server.port == port)
+
+    def start(self) -> SentinelGroup:
+        self.master.start()
+        for replica in self.replicas:
+            replica.start()
+        wait_until(
+            lambda: self.online_replicas(self.master.port) == len(self.replicas),
+            30,
+            "the replicas never finished their first sync with the master",
+        )
+        for index, port in enumerate(self.sentinel_ports):
+            directory = self.directory / f"sentinel-{index}"
+            directory.mkdir(parents=True, exist_ok=True)
+            config = directory / "sentinel.conf"
+            name = self.MASTER_NAME
+            quorum = len(self.sentinel_ports) // 2 + 1
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.master.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+            command = ["redis-server", str(config), "--sentinel"]
+            self.sentinel_processes.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+        def all_known(index: int) -> bool:
+            state = self.sentinel_client(index).sentinel_master(self.MASTER_NAME)
+            others = len(self.sentinel_ports) - 1
+            return bool(state["num-other-sentinels"] == others and state["num-slaves"] == len(self.replicas))
+
+        for index in range(len(self.sentinel_ports)):
+            wait_until(lambda i=index: all_known(i), 30, f"sentinel {index} never saw the whole group")
+        return self
+
+    def stop(self) -> None:
+        for process in self.sentinel_processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=15)
+        self.sentinel_processes = []
+        for server in self.servers:
+            server.stop()
 
 
 @dataclass

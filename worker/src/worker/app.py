@@ -14,7 +14,7 @@ from worker.tasks import register_order_tasks
 
 def create_worker_app(settings: OrderWorkerSettings) -> Celery:
     app = create_celery_app(settings, "worker")
-    store = OrderStore.from_url(settings.order_store_url)
+    store = OrderStore.from_url(settings.order_store_url, settings.REDIS_SENTINEL_MASTER)
     register_order_tasks(app, settings, store)
     install_worker_steps(app, settings)
     install_reconciler(app, store, settings.RECONCILE_AFTER_SECONDS, settings.RECONCILE_INTERVAL_SECONDS)
