@@ -25,6 +25,7 @@ from bench.harness import Profiler, Stack
 from bench.plan import (
     FIXED_RATE,
     REPO_ROOT,
+    RESOURCE_FIGURES,
     SATURATION_ACHIEVED_SHARE,
     SATURATION_P99_LIMIT_MS,
     TARGET_CPU_RATIO,
@@ -217,15 +218,19 @@ class EndToEnd:
         ramps: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         last_ok: dict[str, float | None] = {kind: None for kind in KINDS}
         failed_at: dict[str, float | None] = {kind: None for kind in KINDS}
+
+        def ramp_step(stack: Stack, rate: float, label: str) -> None:
+            step = self.run_step(stack, rate, self.plan.saturation_seconds, f"{label} ({stack.kind})")
+            ramps[stack.kind].append(step)
+            if step["ok"]:
+                last_ok[stack.kind] = rate
+            else:
+                failed_at[stack.kind] = rate
+
         for rate in self.plan.saturation_rates:
             for stack in alternate(turn):
                 if failed_at[stack.kind] is None:
-                    step = self.run_step(stack, rate, self.plan.saturation_seconds, f"ramp ({stack.kind})")
-                    ramps[stack.kind].append(step)
-                    if step["ok"]:
-                        last_ok[stack.kind] = rate
-                    else:
-                        failed_at[stack.kind] = rate
+                    ramp_step(stack, rate, "ramp")
             turn += 1
             if all(failed_at[kind] is not None for kind in KINDS):
                 break
@@ -234,13 +239,7 @@ class EndToEnd:
                 low, high = last_ok[stack.kind], failed_at[stack.kind]
                 if low is None or high is None or high - low < 10:
                     continue
-                rate = round((low + high) / 2)
-                step = self.run_step(stack, rate, self.plan.saturation_seconds, f"ramp, refined ({stack.kind})")
-                ramps[stack.kind].append(step)
-                if step["ok"]:
-                    last_ok[stack.kind] = rate
-                else:
-                    failed_at[stack.kind] = rate
+                ramp_step(stack, round((low + high) / 2), "ramp, refined")
             turn += 1
         for stack in stacks:
             self.stop_stack(stack)
@@ -289,15 +288,7 @@ class EndToEnd:
             "ratio": None if failed_at["bare"] is None else ratio(last_ok["project"], last_ok["bare"]),
             "target": TARGET_SATURATION_RATIO,
         }
-        keys = (
-            "cpu_s_per_1000",
-            "cpu_s_per_1000_by_service",
-            "redis_commands_per_1000",
-            "redis_commands_per_1000_by_command",
-            "redis_keys_per_order",
-            "redis_bytes_per_order",
-            "redis_key_bytes_per_order",
-        )
+        keys = RESOURCE_FIGURES
         resources: dict[str, Any] = {
             "description": (
                 f"per 1,000 orders finished in the {FIXED_RATE}/s runs: CPU seconds (user + system, every process of "

@@ -25,6 +25,16 @@ TARGET_EVENTS_COST = 0.10  # task events on cost <= 10 % more CPU per order than
 # A ramp step fails when fewer than this share of the offered rate completes, or p99 exceeds the limit.
 SATURATION_ACHIEVED_SHARE = 0.95
 SATURATION_P99_LIMIT_MS = 500.0
+# The per-order resource figures of each stack at FIXED_RATE (end_to_end computes, report checks them).
+RESOURCE_FIGURES = (
+    "cpu_s_per_1000",
+    "cpu_s_per_1000_by_service",
+    "redis_commands_per_1000",
+    "redis_commands_per_1000_by_command",
+    "redis_keys_per_order",
+    "redis_bytes_per_order",
+    "redis_key_bytes_per_order",
+)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 from bench.plan import (
     BENCH_DIR,
     FIXED_RATE,
+    RESOURCE_FIGURES,
     TARGET_ACCEPT_RATIO,
     TARGET_CPU_RATIO,
     TARGET_E2E_P99_MS_AT_50,
@@ -103,17 +104,7 @@ REQUIRED_KEYS: list[tuple[str, ...]] = [
     *[
         ("resources", kind, key)
         for kind in ("project", "baseline")
-        for key in (
-            "cpu_s_per_1000",
-            "cpu_s_per_1000_by_service",
-            "redis_commands_per_1000",
-            "redis_commands_per_1000_by_command",
-            "redis_keys_per_order",
-            "redis_bytes_per_order",
-            "redis_key_bytes_per_order",
-            "memory_idle",
-            "memory_end",
-        )
+        for key in (*RESOURCE_FIGURES, "memory_idle", "memory_end")
     ],
     ("resources", "ratio_cpu"),
     ("resources", "retention"),
