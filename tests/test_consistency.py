@@ -90,13 +90,19 @@ def test_compose_runs_the_image_that_nix_builds(key: str) -> None:
 
 
 def test_compose_has_exactly_the_images_services() -> None:
-    default = {key for key, service in COMPOSE["services"].items() if "profiles" not in service}
-    assert default == set(IMAGES["images"])
+    """One compose service per image of images.toml, by the same name: the default stack, and Flower
+    under profile `monitoring`; the other profiled services (`ha`) run the redis image."""
+    services = COMPOSE["services"]
+    default = {key for key, service in services.items() if "profiles" not in service}
+    assert default | {"flower"} == set(IMAGES["images"])
+    profiles = {key: service["profiles"] for key, service in services.items() if "profiles" in service}
+    assert profiles.pop("flower") == ["monitoring"]
+    assert set(map(tuple, profiles.values())) == {("ha",)}
 
 
 def test_the_ha_profile_runs_the_redis_image_only() -> None:
     """Profile `ha`: a replica and three Sentinels, all from the redis image, none with a port."""
-    ha = {key: service for key, service in COMPOSE["services"].items() if "profiles" in service}
+    ha = {key: service for key, service in COMPOSE["services"].items() if "ha" in service.get("profiles", [])}
     assert set(ha) == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
     redis_image = f"{IMAGES['images']['redis']['name']}:{IMAGES['tag']}"
     for key, service in ha.items():
