@@ -84,12 +84,13 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         """Replaces Celery's handler. Running acks-late tasks are stopped without being acknowledged
         and their messages requeued once reconnected (as are those of tasks that finished but could
-        not be acknowledged). Requests that have not started (an ETA retry waiting in this worker)
-        stay here and are acknowledged through the new connection: requeued as well, they would run
-        twice at once."""
+        not be acknowledged). ETA requests (a retry waiting in this worker's timer, which Celery keeps
+        across the reconnect) stay here and are acknowledged through the new connection: requeued as
+        well, they would run twice at once. Any other request not started yet is requeued too:
+        Celery's `on_close` drops it (pool flush, semaphore cleared), so it would never run here."""
         channel = _task_channel(self)
         running = [r for r in tuple(active_requests) if r.task.acks_late and not r.acknowledged and r.time_start]
-        waiting = [r for r in tuple(reserved_requests) if not r.time_start and not r.acknowledged]
+        waiting = [r for r in tuple(reserved_requests) if not r.time_start and not r.acknowledged and r.eta]
         waiting_tags = {r.message.delivery_tag for r in waiting}
         self.interrupted_tags.update(tag for tag in _unacknowledged_tags(channel) if tag not in waiting_tags)
         self.waiting_requests.extend(waiting)
