@@ -20,7 +20,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import tomllib
 import urllib.error
@@ -29,6 +28,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+# The cross-service tests' load generator (tests/ is on sys.path: tests/conftest.py).
+from full_stack import OrderLoad
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -582,43 +584,6 @@ HA_ENV = {
 }
 
 
-class OrderLoad:
-    """Posts orders at a steady rate from a thread; keeps (time, status) of every answer."""
-
-    def __init__(self, stack: Stack, rate: float) -> None:
-        self.stack = stack
-        self.interval = 1.0 / rate
-        self.accepted: list[str] = []
-        self.timeline: list[tuple[float, int | str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> OrderLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            body = {
-                "customer_email": f"ha{n}@example.com",
-                "items": [{"sku": "HA-1", "quantity": 1, "unit_price": "2.50"}],
-            }
-            try:
-                status, resp = self.stack.request("POST", "/orders", body, timeout=10)
-            except (urllib.error.URLError, OSError) as error:
-                status, resp = type(error).__name__, None
-            self.timeline.append((time.monotonic(), status))
-            if status == 202:
-                self.accepted.append(resp["order_id"])
-            self._stop.wait(self.interval)
-
-
 def test_ha_profile_survives_losing_the_redis_master(container_timings):
     _require_images()
     _remove_stale_test_projects()
@@ -651,7 +616,7 @@ def test_ha_profile_survives_losing_the_redis_master(container_timings):
         assert master_host() == "redis"
         [master] = s.compose("ps", "--quiet", "redis", env=env).stdout.split()
 
-        with OrderLoad(s, rate=10) as load:
+        with OrderLoad(s.base_url, rate=10) as load:
             deadline = time.monotonic() + 60
             while len(load.accepted) < 30:
                 assert time.monotonic() < deadline, f"orders were not accepted: {load.timeline[-5:]}"

@@ -18,8 +18,7 @@ import contextvars
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -38,16 +37,6 @@ log_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 TEXT_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(service)s %(name)s%(context)s: %(message)s"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 JSON_FIELDS = ("levelname", "service", "name", "message", *CONTEXT_FIELDS)
-
-
-@contextmanager
-def logging_context(**fields: str) -> Iterator[None]:
-    """Within the block, records (and tasks sent) carry `fields` (e.g. request_id, order_id)."""
-    token = log_context.set({**log_context.get(), **fields})
-    try:
-        yield
-    finally:
-        log_context.reset(token)
 
 
 def bind_context(**fields: str) -> None:
@@ -77,9 +66,14 @@ def current_task_fields() -> dict[str, Any]:
     return fields
 
 
+def context_fields() -> dict[str, Any]:
+    """The context of what runs now: the Celery task's fields, then this request's `log_context`."""
+    return {**current_task_fields(), **log_context.get()}
+
+
 def correlation() -> dict[str, str]:
     """The correlation fields to pass on to the next task: this task's or this request's."""
-    fields = {**current_task_fields(), **log_context.get()}
+    fields = context_fields()
     return {name: fields[name] for name in CORRELATION_HEADERS if fields.get(name)}
 
 
@@ -99,7 +93,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in self.dropped:
             return False
-        fields = {**current_task_fields(), **log_context.get()}
+        fields = context_fields()
         record.service = self.service
         for name in CONTEXT_FIELDS:
             setattr(record, name, fields.get(name))

@@ -50,8 +50,3 @@ def redis_client(
         password=parsed.password,
         **options,
     )
-
-
-def state_client(url: str, sentinel_master: str | None = None) -> redis.Redis:
-    """The client of a service's own state (order store, delivery ledger)."""
-    return redis_client(url, sentinel_master)

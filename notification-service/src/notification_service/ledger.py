@@ -17,7 +17,7 @@ from typing import Literal
 
 import redis
 
-from common_tasks.redis_state import state_client
+from common_tasks.redis_state import redis_client
 
 Claim = Literal["claimed", "busy", "delivered", "failed"]
 
@@ -70,7 +70,7 @@ class DeliveryLedger:
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str | None = None) -> DeliveryLedger:
-        return cls(state_client(url, sentinel_master))
+        return cls(redis_client(url, sentinel_master))
 
     def claim(self, order_id: str, owner: str, seconds: int) -> Claim:
         """`claimed`: deliver now. `delivered`/`failed`: the outcome is known already. `busy`: a copy

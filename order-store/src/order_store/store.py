@@ -15,7 +15,7 @@ from typing import Literal
 
 import redis
 
-from common_tasks.redis_state import state_client
+from common_tasks.redis_state import redis_client
 from common_tasks.schemas import OrderItem, OrderRequest
 
 OrderStatus = Literal["accepted", "processing", "completed", "failed"]
@@ -130,7 +130,7 @@ class OrderStore:
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str | None = None) -> OrderStore:
-        return cls(state_client(url, sentinel_master))
+        return cls(redis_client(url, sentinel_master))
 
     def ping(self) -> bool:
         return bool(self.client.ping())
