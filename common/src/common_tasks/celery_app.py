@@ -78,7 +78,8 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker connection loss never stops a running task (common_tasks.consumer settles it later).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_default_queue": ORDERS_QUEUE,
         "task_routes": task_routes(),

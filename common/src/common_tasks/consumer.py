@@ -5,24 +5,23 @@ for an unknown task, an undecodable body or a refused content type such as pickl
 is the same (the message is rejected or acknowledged, never retried, never deserialized as pickle);
 only the log line is shorter, and the result backend is not touched for an unknown task.
 
-Broker connection loss: with `worker_cancel_long_running_tasks_on_connection_loss`, Celery
-terminates the running acks-late tasks so that the broker redelivers them. Two things go wrong on
-Redis (seen with Celery 5.6 and 5.7, kombu 5.6 and 5.7):
+Broker connection loss: Celery either lets the running acks-late tasks run on and fails to
+acknowledge them on the dead channel (so Redis redelivers them after the visibility timeout, an hour
+by default, and they run twice), or, with `worker_cancel_long_running_tasks_on_connection_loss`,
+terminates them so that the broker redelivers them. Terminating is worse: a task stopped between an
+outside effect (a confirmation delivered) and recording it does it again when redelivered. And on
+Redis it goes wrong besides (seen with Celery 5.6 and 5.7, kombu 5.6 and 5.7): `Request.cancel`
+records a RETRY state in the unreachable result backend first, raises, and Celery then takes the
+terminated task for a revoke and *acknowledges* its message (celery/celery#7185); and kombu can only
+put unacknowledged messages back while it still reaches Redis.
 
-- `Request.cancel` records a RETRY state in the result backend first; with the backend on the same,
-  unreachable Redis that raises, the request is never marked cancelled, and when the terminated task
-  reports back Celery takes it for a revoke and *acknowledges* the message: the task is gone.
-  (Upstream: https://github.com/celery/celery/issues/7185; Celery's shutdown path already passes
-  `emit_retry=False` for acks-late tasks, the connection-loss path does not.)
-- kombu's Redis transport can only put the unacknowledged messages back on the queue while it can
-  still reach Redis; on a restart it cannot, and the messages wait in `unacked` for the visibility
-  timeout (an hour by default).
-
-So this consumer cancels without touching the result backend, remembers the delivery tags it held,
-and, once it has reconnected, moves exactly those messages from `unacked` back to their queue
-(kombu's own atomic `restore_by_tag`). Each loss and each recovery is one log line. A task that
-finished just as the connection dropped cannot be acknowledged; kombu's "Couldn't ack" report for
-it is shortened to one line (`quiet_ack_failures`), and its message is requeued with the others.
+So this consumer lets the running tasks finish, and acknowledges (or rejects) each through the new
+connection once it has reconnected (kombu's Redis acknowledgement removes the message from
+`unacked` by its delivery tag, whatever the channel). The messages it held but had not started, and
+those of tasks that finished while the broker was unreachable (their acknowledgement failed), are
+moved from `unacked` back to their queue once reconnected (kombu's own atomic `restore_by_tag`).
+Each loss and each recovery is one log line; kombu's "Couldn't ack" report for a task that finished
+during the outage is shortened to one line (`quiet_ack_failures`).
 """
 
 from __future__ import annotations
@@ -78,60 +77,59 @@ class ServiceConsumer(Consumer):  # type: ignore[misc]
         quiet_ack_failures()
         self.interrupted_tags: set[str] = set()
         self.waiting_requests: list[Any] = []
+        self.running_requests: list[Any] = []
 
     # -- broker connection loss ------------------------------------------------------------------
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        """Replaces Celery's handler. Running acks-late tasks are stopped without being acknowledged
-        and their messages requeued once reconnected (as are those of tasks that finished but could
-        not be acknowledged). ETA requests (a retry waiting in this worker's timer, which Celery keeps
-        across the reconnect) stay here and are acknowledged through the new connection: requeued as
-        well, they would run twice at once. Any other request not started yet is requeued too:
-        Celery's `on_close` drops it (pool flush, semaphore cleared), so it would never run here."""
+        """Replaces Celery's handler. Running tasks finish, and their messages are settled through the
+        new connection. ETA requests (a retry waiting in this worker's timer, which Celery keeps across
+        the reconnect) stay here and are acknowledged through the new connection too: requeued, they
+        would run twice at once. Any other request not started yet is requeued: Celery's `on_close`
+        drops it (pool flush, semaphore cleared), so it would never run here."""
         channel = _task_channel(self)
         running = [r for r in tuple(active_requests) if r.task.acks_late and not r.acknowledged and r.time_start]
         waiting = [r for r in tuple(reserved_requests) if not r.time_start and not r.acknowledged and r.eta]
-        waiting_tags = {r.message.delivery_tag for r in waiting}
-        self.interrupted_tags.update(tag for tag in _unacknowledged_tags(channel) if tag not in waiting_tags)
+        kept = {r.message.delivery_tag for r in (*running, *waiting)}
+        self.interrupted_tags.update(tag for tag in _unacknowledged_tags(channel) if tag not in kept)
         self.waiting_requests.extend(waiting)
+        self.running_requests.extend(running)
         logger.warning(
-            "broker connection lost (%s); %d running task(s) stopped, %d message(s) to requeue on reconnect",
+            "broker connection lost (%s); %d running task(s) left to finish, %d message(s) to requeue on reconnect",
             exc or type(exc).__name__,
             len(running),
             len(self.interrupted_tags),
         )
         if channel is not None:
-            channel.do_restore = False  # kombu would requeue every delivery, waiting ones too
+            channel.do_restore = False  # kombu would requeue every delivery, running ones too
         try:
             self.connection.collect()
         except Exception:  # noqa: BLE001 - the connection is gone; nothing left to release
             pass
-        for request in running:
-            try:
-                request.cancel(self.pool, emit_retry=False)
-            except Exception as error:  # noqa: BLE001 - one task's cancel must not stop the others
-                logger.warning("could not stop task %s: %s", request.id, error)
-            # Its message is requeued on reconnect; acknowledging it on the dead channel could only fail.
-            request.acknowledged = True
 
     def connect(self) -> Any:
         connection = super().connect()
-        if self.interrupted_tags or self.waiting_requests:
+        if self.interrupted_tags or self.waiting_requests or self.running_requests:
             self._recover(connection)
         return connection
 
     def _recover(self, connection: Any) -> None:
         channel = connection.default_channel
-        tags, self.interrupted_tags = sorted(self.interrupted_tags), set()
+        running, self.running_requests = self.running_requests, []
+        # A task that finished meanwhile could not be acknowledged: its message goes back to the queue.
+        finished = {r.message.delivery_tag for r in running if r not in active_requests}
+        tags, self.interrupted_tags = sorted(self.interrupted_tags | finished), set()
         for tag in tags:
             # Atomic and idempotent: a tag that was acknowledged meanwhile is simply gone.
             channel.qos.restore_by_tag(tag)
         waiting, self.waiting_requests = self.waiting_requests, []
-        for request in waiting:
-            request.message.channel = channel  # its ack (after it runs) goes through the live connection
+        going_on = [r for r in running if r in active_requests]
+        for request in (*waiting, *going_on):
+            request.message.channel = channel  # its ack (once it has run) goes through the live connection
         logger.warning(
-            "broker connection restored; %d interrupted message(s) requeued, %d waiting task(s) kept",
+            "broker connection restored; %d message(s) requeued, %d running and %d waiting task(s) kept",
             len(tags),
+            len(going_on),
             len(waiting),
         )
 
