@@ -6,6 +6,8 @@ What must hold: every order answered 202 ends completed and notified exactly onc
 the delivery ledger and the channel's own count, kept on another Redis, agree), no answer but 202/503, no service exits.
 Acceptance waits for a replica (ORDER_ACCEPT_REPLICAS, 1 by default with Sentinel), so an accepted
 order's record survives the failover; a message lost with the master is re-sent by the reconciler.
+The delivery ledger's claims and records wait for a replica too, and a running delivery is never
+stopped by the lost broker connection, so no confirmation is delivered twice.
 """
 
 from __future__ import annotations

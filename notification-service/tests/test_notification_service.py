@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from common_tasks.schemas import SendOrderConfirmation
-from common_tasks.tasks import RECORD_NOTIFICATION, send_order_confirmation
+from common_tasks.tasks import RECORD_NOTIFICATION, SEND_ORDER_CONFIRMATION, send_order_confirmation
 from notification_service.ledger import DeliveryLedger, claim_key
 from stack_testkit import RedisServer, ServiceLauncher, console_script, wait_until
 
@@ -61,6 +61,26 @@ def test_confirmation_is_delivered_once_even_when_redelivered(
     assert service.log().count(f"confirmation for order {'1' * 32} delivered to b***@example.com") == 1
 
 
+def test_second_copy_of_a_message_waits_for_the_claim_of_the_first(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A copy of a message (not redelivered) finds another attempt of its own task id holding the
+    claim, as after a failover that left the message on the new master: it waits for the claim to
+    end, then delivers once (the holder died without delivering here)."""
+    order_id, task_id = "5" * 32, "a-task-id"
+    service = services.start("notification-service", **scripted(services, redis_server, "FlakyChannel"))
+    redis_client.set(claim_key(order_id), f"{task_id} an-earlier-attempt", ex=2)
+    payload = confirmation(order_id).model_dump(mode="json")
+    redis_server.celery_app().send_task(
+        SEND_ORDER_CONFIRMATION.name, kwargs={"payload": payload}, queue=SEND_ORDER_CONFIRMATION.queue, task_id=task_id
+    )
+
+    wait_until(lambda: outcomes(redis_client), 30, "no outcome reported")
+    assert [(o["outcome"], o["deliveries"]) for o in outcomes(redis_client)] == [("sent", 1)]
+    assert service.log().count(f"another attempt of this task holds the claim on order {order_id}") == 1
+    assert redis_server.client(3).get(f"scripted-channel:attempts:{order_id}") == "1"
+
+
 def test_transient_failures_are_retried_with_backoff(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
@@ -109,18 +129,39 @@ def test_unloadable_channel_fails_fast(services: ServiceLauncher) -> None:
 def test_delivery_claims(redis_client: redis.Redis) -> None:
     ledger = DeliveryLedger(redis_client)
     order_id = "cd" * 16
-    assert ledger.claim(order_id, "a", 60) == "claimed"
-    assert ledger.claim(order_id, "b", 60) == "busy"
-    assert ledger.claim(order_id, "a", 90) == "claimed"  # the same message again takes over
-    assert 60 < redis_client.ttl(claim_key(order_id)) <= 90
+    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"
+    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"  # the same attempt, written again
+    assert ledger.claim(order_id, "task-b", "2", 60) == "busy"  # another task: a duplicate
+    assert ledger.claim(order_id, "task-a", "3", 60) == "held"  # a second copy of the same message
+    assert ledger.claim(order_id, "task-a", "3", 90, redelivered=True) == "claimed"  # its holder died
+    assert 60 < ledger.claim_seconds_left(order_id) <= 90
+    assert ledger.claim(order_id, "task-a", "1", 60) == "held"  # the old attempt lost its claim
     ledger.release(order_id)
-    assert ledger.claim(order_id, "b", 60) == "claimed"
-    assert ledger.record_delivery(order_id) == 1
-    assert ledger.claim(order_id, "c", 60) == "delivered"
+    assert ledger.claim_seconds_left(order_id) == 0
+    assert ledger.claim(order_id, "task-b", "4", 60) == "claimed"
+    assert ledger.record_delivery(order_id, "4") == 1
+    assert ledger.record_delivery(order_id, "4") == 1  # the same delivery, recorded again
+    assert ledger.claim(order_id, "task-c", "5", 60) == "delivered"
     assert redis_client.exists(claim_key(order_id)) == 0
-    assert ledger.record_delivery(order_id) == 2  # counted, not deduplicated: the audit count
+    assert ledger.record_delivery(order_id, "6") == 2  # another attempt delivered: the audit count
     ledger.record_failure(order_id)  # too late: delivered already
-    assert ledger.claim(order_id, "d", 60) == "delivered"
+    assert ledger.claim(order_id, "task-d", "7", 60) == "delivered"
     other = "ef" * 16
     ledger.record_failure(other)
-    assert ledger.claim(other, "a", 60) == "failed"
+    assert ledger.claim(other, "task-a", "8", 60) == "failed"
+
+
+def test_ledger_writes_wait_for_replicas_but_never_stop_for_missing_ones(redis_client: redis.Redis) -> None:
+    """With replicas to wait for, each write is followed by WAIT; a Redis without replicas answers
+    it with 0 after the timeout, and the write stands (that master holds it)."""
+
+    def waits() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+    ledger = DeliveryLedger(redis_client, replicas=1, replica_timeout=0.05)
+    order_id = "ab" * 16
+    before = waits()
+    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"
+    assert ledger.record_delivery(order_id, "1") == 1
+    assert ledger.delivered(order_id) == 1
+    assert waits() - before == 2

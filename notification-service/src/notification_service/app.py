@@ -16,7 +16,12 @@ from notification_service.tasks import register_notification_tasks
 
 def create_notification_app(settings: NotificationSettings) -> Celery:
     app = create_celery_app(settings, "notification-service")
-    ledger = DeliveryLedger.from_url(settings.ledger_url, settings.REDIS_SENTINEL_MASTER)
+    ledger = DeliveryLedger.from_url(
+        settings.ledger_url,
+        settings.REDIS_SENTINEL_MASTER,
+        replicas=settings.ledger_replicas,
+        failover_seconds=settings.ledger_failover_seconds,
+    )
     try:
         channel = load_channel(settings.NOTIFICATION_CHANNEL)
     except (ImportError, AttributeError, TypeError) as error:

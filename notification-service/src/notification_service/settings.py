@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from common_tasks.celery_app import task_time_limits
 from common_tasks.config import WorkerSettings, check_redis_url
+from common_tasks.redis_urls import is_sentinel_url
 
 
 class NotificationSettings(WorkerSettings):
@@ -29,6 +30,18 @@ class NotificationSettings(WorkerSettings):
     @property
     def ledger_url(self) -> str:
         return self.NOTIFICATION_LEDGER_URL or self.CELERY_BROKER_URL
+
+    @property
+    def ledger_replicas(self) -> int:
+        """Replicas that must hold each claim and delivery record (notification_service.ledger):
+        1 on a Sentinel ledger, whose failover must not forget a delivery; none on a single Redis."""
+        return 1 if is_sentinel_url(self.ledger_url) else 0
+
+    @property
+    def ledger_failover_seconds(self) -> float:
+        """How long a ledger write is tried again while the connection fails (a failover takes a few
+        seconds), within half of one delivery attempt's time."""
+        return min(20.0, self.delivery_time_limits[0] / 2)
 
     @property
     def delivery_time_limits(self) -> tuple[float, float]:

@@ -13,11 +13,18 @@ from common_tasks.handlers import Outcome, contract_task
 from common_tasks.schemas import RecordNotification, SendOrderConfirmation
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, send_record_notification
 from notification_service.channels import NotificationChannel, TransientChannelError
-from notification_service.ledger import DeliveryLedger
+from notification_service.ledger import DeliveryLedger, new_attempt
 from notification_service.settings import NotificationSettings
 
 # Worth another try: the channel said so, or the delivery ran out of time (soft time limit).
 TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError, SoftTimeLimitExceeded)
+
+
+class ClaimHeld(Exception):
+    """Another attempt of the same task id holds the order's delivery claim."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"another attempt of this task holds the claim on order {order_id}")
 
 
 def backoff_seconds(base: float, retries: int) -> float:
@@ -45,7 +52,9 @@ def register_notification_tasks(
     )
     def send_order_confirmation(self: Task, confirmation: SendOrderConfirmation) -> str | Outcome:
         order_id = confirmation.order_id
-        claim = ledger.claim(order_id, self.request.id or "", settings.delivery_claim_seconds)
+        attempt = new_attempt()
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        claim = ledger.claim(order_id, self.request.id or "", attempt, settings.delivery_claim_seconds, redelivered)
         if claim == "delivered":
             # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
             report(order_id, "sent")
@@ -58,6 +67,11 @@ def register_notification_tasks(
             # or, if it dies, its own message is redelivered and takes its claim over: this one is
             # dropped instead of retried, so duplicates never pile up as retries.
             return f"order {order_id}: another copy is delivering the confirmation; duplicate dropped"
+        if claim == "held":
+            # A second copy of this very message (a failover can leave one behind) while another attempt
+            # of it delivers, or holds a claim it could not release: ask again once that claim is over.
+            countdown = ledger.claim_seconds_left(order_id) + 1
+            raise self.retry(countdown=countdown, max_retries=None, exc=ClaimHeld(order_id)) from None
         try:
             receipt = channel.send(confirmation)
         except TRANSIENT_DELIVERY_ERRORS as error:
@@ -76,6 +90,6 @@ def register_notification_tasks(
             ledger.record_failure(order_id)
             report(order_id, "failed", str(error)[:500])
             return Outcome(f"order {order_id}: confirmation failed permanently: {error}", logging.ERROR)
-        ledger.record_delivery(order_id)  # also frees the claim
+        ledger.record_delivery(order_id, attempt)  # also frees the claim
         report(order_id, "sent")
         return f"confirmation for order {order_id} delivered {receipt or ''}".rstrip()
