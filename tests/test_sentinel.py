@@ -12,6 +12,8 @@ stopped by the lost broker connection, so no confirmation is delivered twice.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import pytest
 
 from common_tasks.tasks import ORDERS_QUEUE
 from full_stack import OrderLoad, Stack, sample_order
+from notification_service.ledger import DeliveryLedger, ledger_key
 from order_service.app import create_app
 from order_service.settings import OrderServiceSettings
 from stack_testkit import RedisServer, SentinelGroup, ServiceLauncher, report_figure, wait_until
@@ -156,3 +159,28 @@ def test_accept_path_cost_of_waiting_for_a_replica(group: SentinelGroup) -> None
         f"accept path with WAIT 1: {with_wait * 1000:.2f} ms per order vs {without * 1000:.2f} ms without "
         f"(x{with_wait / without:.2f}; in-process, Sentinel URLs, one replica on loopback)"
     )
+
+
+def test_ledger_writes_again_on_the_master_that_replaced_a_deposed_one(group: SentinelGroup) -> None:
+    """A master the Sentinels replaced while it was alive (here: stopped for longer than their
+    down-after-milliseconds, then resumed; under load, one too slow to answer them) still takes
+    writes on the connections clients hold, and drops them once it is turned into a replica. A
+    ledger write there finds no replica to acknowledge it, so the ledger asks the Sentinels and
+    writes again on the master they name."""
+    old = group.master
+    assert old.process is not None
+    ledger = DeliveryLedger.from_url(group.url(0), group.MASTER_NAME, replicas=1, replica_timeout=0.2)
+    order_id = "de" * 16
+    assert ledger.claim(order_id, "task-a", "attempt-1", 60) == "claimed"  # the client now holds a connection
+    os.kill(old.process.pid, signal.SIGSTOP)
+    try:
+        new_port = wait_until(
+            lambda: (port := group.master_port()) is not None and port != old.port and port,
+            30,
+            "the Sentinels never promoted the replica",
+            interval=0.05,
+        )
+    finally:
+        os.kill(old.process.pid, signal.SIGCONT)
+    assert ledger.record_delivery(order_id, "attempt-1") == 1
+    assert group.server_on(new_port).client().hget(ledger_key(order_id), "delivered") == "1"

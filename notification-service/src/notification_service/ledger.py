@@ -15,10 +15,10 @@ be written again after a failover.
 Durability: Redis replicates asynchronously, so a master lost a moment after a write takes the
 write with it, and a confirmation whose claim or delivery record was lost would be delivered again.
 With `replicas` (1 on a Sentinel ledger), every claim and record waits for that many replicas
-(Redis WAIT, on the connection that wrote it); if the connection drops meanwhile, the write is made
-again on the master the Sentinels name next, for up to `failover_seconds`. Replicas that stay
-behind past the WAIT's timeout (or are gone) do not stop deliveries: that master is still the one
-that holds the write.
+(Redis WAIT, on the connection that wrote it). If the connection drops meanwhile, or the replicas
+do not answer in time and the Sentinels now name another master (the one written to was deposed),
+the write is made again on the master the Sentinels name, for up to `failover_seconds`. Replicas
+that are behind or gone do not stop deliveries: the master the Sentinels name holds the write.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import uuid
 from typing import Any, Literal
 
 import redis
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from common_tasks.redis_state import redis_client
 
@@ -124,11 +125,28 @@ class DeliveryLedger:
             pipe.eval(script, len(keys), *keys, *args)
             pipe.execute_command("WAIT", self.replicas, max(1, round(self.replica_timeout * 1000)))
             try:
-                return pipe.execute()[0]
+                written, replicated = pipe.execute()
             except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() >= deadline:
                     raise
+            else:
+                if replicated >= self.replicas or not self._master_moved() or time.monotonic() >= deadline:
+                    return written
             time.sleep(RETRY_INTERVAL)
+
+    def _master_moved(self) -> bool:
+        """Whether the Sentinels name another master than the one written to. A deposed master (one
+        the Sentinels replaced while it was alive, e.g. too slow to answer them) takes writes until
+        it is turned into a replica, and then drops them; redis-py's pool then drops its idle
+        connections, so that the next write goes to the master the Sentinels name."""
+        pool = self.client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return False
+        written_to = pool.master_address
+        try:
+            return bool(pool.get_master_address() != written_to)
+        except (redis.ConnectionError, redis.TimeoutError, MasterNotFoundError):
+            return True  # no master named right now: write again once there is one
 
     def claim(self, order_id: str, task_id: str, attempt: str, seconds: int, redelivered: bool = False) -> Claim:
         """Whether attempt `attempt` of task `task_id` may deliver now (see Claim); if it may, the
