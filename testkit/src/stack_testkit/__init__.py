@@ -145,7 +145,9 @@ class SentinelGroup:
         directory: Path,
         replicas: int = 1,
         sentinels: int = 3,
-        down_after_ms: int = 1000,
+        # Not 1000: Sentinels ping every second, so a newly promoted master that misses one ping
+        # under CPU load is called down at once, and a second failover can promote an empty server.
+        down_after_ms: int = 2000,
         failover_timeout_ms: int = 5000,
     ) -> None:
         self.directory = directory
