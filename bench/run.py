@@ -3,7 +3,7 @@
 Run from the repository root after `./dev setup`:
 
     .venv/py3.11/bin/python -m bench            # full mode, ~15 minutes; also writes bench/results.json
-    .venv/py3.11/bin/python -m bench --quick    # CI smoke run, < 90 s; checks only that every key is there
+    .venv/py3.11/bin/python -m bench --quick    # CI smoke run, about 1.5 min; checks only that every key is there
 
 Phases (each prints progress lines on stderr):
 1. worker path: N `orders.process` messages (and their orders) preloaded, then the project's `worker`
@@ -100,7 +100,7 @@ def run(plan: Plan, out_dir: Path, phases: set[str], profile: bool = False) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="CI smoke run (< 90 s): checks only that every key is there"
+        "--quick", action="store_true", help="CI smoke run (about 1.5 min): checks only that every key is there"
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default bench/out)")
     parser.add_argument(
