@@ -29,6 +29,12 @@ def is_sentinel_url(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME)
 
 
+def replicas_to_wait_for(url: str) -> int:
+    """Replicas a write must reach before it counts (Redis WAIT): 1 behind Sentinel, whose failover
+    must not lose it; none on a single Redis, which has no replica to wait for."""
+    return 1 if is_sentinel_url(url) else 0
+
+
 def _db(path: str) -> int | None:
     path = path.strip("/")
     if not path:

@@ -63,11 +63,12 @@ if state[2] == 'failed' then return 'failed' end
 local mine = ARGV[1] .. ' ' .. ARGV[2]
 if redis.call('SET', KEYS[2], mine, 'NX', 'EX', ARGV[3]) then return 'claimed' end
 local holder = redis.call('GET', KEYS[2])
-if holder == mine or (ARGV[4] == '1' and string.sub(holder, 1, #ARGV[1] + 1) == ARGV[1] .. ' ') then
+local same_task = string.sub(holder, 1, #ARGV[1] + 1) == ARGV[1] .. ' '
+if holder == mine or (same_task and ARGV[4] == '1') then
   redis.call('SET', KEYS[2], mine, 'EX', ARGV[3])
   return 'claimed'
 end
-if string.sub(holder, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return 'held' end
+if same_task then return 'held' end
 return 'busy'
 """
 

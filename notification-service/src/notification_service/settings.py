@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from common_tasks.celery_app import task_time_limits
 from common_tasks.config import WorkerSettings, check_redis_url
-from common_tasks.redis_urls import is_sentinel_url
+from common_tasks.redis_urls import replicas_to_wait_for
 
 
 class NotificationSettings(WorkerSettings):
@@ -33,9 +33,8 @@ class NotificationSettings(WorkerSettings):
 
     @property
     def ledger_replicas(self) -> int:
-        """Replicas that must hold each claim and delivery record (notification_service.ledger):
-        1 on a Sentinel ledger, whose failover must not forget a delivery; none on a single Redis."""
-        return 1 if is_sentinel_url(self.ledger_url) else 0
+        """Replicas that must hold each claim and delivery record (notification_service.ledger)."""
+        return replicas_to_wait_for(self.ledger_url)
 
     @property
     def ledger_failover_seconds(self) -> float:

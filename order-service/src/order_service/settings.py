@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common_tasks.redis_urls import is_sentinel_url
+from common_tasks.redis_urls import replicas_to_wait_for
 from order_store.settings import OrderStoreSettings
 
 
@@ -29,4 +29,4 @@ class OrderServiceSettings(OrderStoreSettings):
     def accept_replicas(self) -> int:
         if self.ORDER_ACCEPT_REPLICAS is not None:
             return self.ORDER_ACCEPT_REPLICAS
-        return 1 if is_sentinel_url(self.order_store_url) else 0
+        return replicas_to_wait_for(self.order_store_url)
