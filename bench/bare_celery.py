@@ -2,7 +2,7 @@
 
 It is configured by the same `celery_config()` as the services (broker, JSON, acks_late,
 reject_on_worker_lost, prefetch 1, transport options, queues, task events) minus the project's
-consumer class and logging (`bare_config`: Celery's own, as a bare Celery app has), so the very
+logging (`bare_config`: Celery's own, as a bare Celery app has), so the very
 same `orders.process` messages can be drained by either and only the task body differs. Start it with
 `celery -A bench.bare_celery worker -Q orders -P prefork -c 2 --without-mingle --without-gossip`.
 """
@@ -17,14 +17,14 @@ from common_tasks.celery_app import celery_config
 from common_tasks.config import CommonSettings, load_settings
 from common_tasks.tasks import PROCESS_ORDER
 
-# What the project adds on top of Celery rather than configures in it: its consumer class and its
-# own logging (common_tasks.logs, which makes Celery leave the root logger alone).
-PROJECT_ONLY = ("worker_consumer", "worker_hijack_root_logger", "worker_redirect_stdouts")
+# What the project adds on top of Celery rather than configures in it: its own logging
+# (common_tasks.logs, which makes Celery leave the root logger alone).
+PROJECT_ONLY = ("worker_hijack_root_logger", "worker_redirect_stdouts")
 
 
 def bare_config(settings: CommonSettings) -> dict[str, Any]:
     """The project's Celery settings (task events included) without what the project adds on top of
-    Celery: its consumer class and logging. A bare worker has Celery's own of both."""
+    Celery: its logging. A bare worker has Celery's own."""
     config = celery_config(settings)
     for name in PROJECT_ONLY:
         config.pop(name, None)

@@ -4,9 +4,9 @@
 task that only sends the next one by name (`send_task`, result ignored) on the queue the project
 uses. The settings are the project's own `celery_config()` (so they cannot drift: broker, JSON,
 acks_late, reject_on_worker_lost, prefetch 1, time limits, transport options, queues, routes, task
-events) minus what the project adds on top of Celery: its consumer class, its logging (so a bare
+events) minus what the project adds on top of Celery: its logging (so a bare
 worker logs Celery's own "received" and "succeeded" lines at INFO) and its bootsteps (heartbeat
-file, abandoned-message sweep, reconciler), which this module never installs.
+file, stall watchdog, reconciler), which this module never installs.
 
 The last hop records when the order finished, `HSET bench:done <order_id> <time.time()>`: the one
 observable the benchmark needs (the project's equivalent is the order record's `updated_at`,

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from common_tasks.celery_app import task_time_limits
+from common_tasks.celery_app import task_time_limit
 from common_tasks.tasks import NOTIFICATIONS_QUEUE, ORDERS_QUEUE
 from notification_service.settings import NotificationSettings
 from order_service.settings import OrderServiceSettings
@@ -292,9 +292,9 @@ def test_grace_periods_outlast_the_longest_task(rendered, variant: str, monkeypa
     grace = {name: d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] for name, d in deployments.items()}
     margin = 20  # after the hard time limit: the warm shutdown itself (acknowledging, closing connections)
     worker = effective_settings(docs, "worker", monkeypatch)
-    assert grace["worker"] >= task_time_limits(worker.CELERY_VISIBILITY_TIMEOUT)[1] + margin
+    assert grace["worker"] >= task_time_limit(worker.CELERY_VISIBILITY_TIMEOUT) + margin
     notification = effective_settings(docs, "notification-service", monkeypatch)
-    assert grace["notification-service"] >= notification.delivery_time_limits[1] + margin
+    assert grace["notification-service"] >= notification.delivery_time_limit + margin
     api = effective_settings(docs, "order-service", monkeypatch)
     pre_stop = only_container(deployments["order-service"])["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert grace["order-service"] > pre_stop + api.WEB_GRACEFUL_TIMEOUT

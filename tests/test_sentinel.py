@@ -171,7 +171,7 @@ def test_ledger_writes_again_on_the_master_that_replaced_a_deposed_one(group: Se
     assert old.process is not None
     ledger = DeliveryLedger.from_url(group.url(0), group.MASTER_NAME, replicas=1, replica_timeout=0.2)
     order_id = "de" * 16
-    assert ledger.claim(order_id, "task-a", "attempt-1", 60) == "claimed"  # the client now holds a connection
+    assert ledger.claim(order_id, "attempt-1", 60, 3) == "claimed"  # the client now holds a connection
     os.kill(old.process.pid, signal.SIGSTOP)
     try:
         new_port = wait_until(

@@ -90,3 +90,32 @@ def test_bad_sentinel_settings_one_line_each(
         load_settings(CommonSettings)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(":")[1].strip() for line in lines] == bad
+
+
+@pytest.mark.parametrize(("version", "supported"), [((5, 6, 2), False), ((5, 6, 3), True), ((5, 7, 0), False)])
+def test_celery_outside_the_tested_releases_stops_the_service(
+    capsys: pytest.CaptureFixture[str], version: tuple[int, int, int], supported: bool
+) -> None:
+    from common_tasks.celery_app import check_celery_version
+
+    if supported:
+        check_celery_version(version)
+        return
+    with pytest.raises(ConfigError):
+        check_celery_version(version)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "celery" in err and "supports" in err
+
+
+def test_the_installed_celery_is_supported() -> None:
+    """Fails when the lock moves to a Celery release the recovery has not been tested with."""
+    from common_tasks.celery_app import check_celery_version
+
+    check_celery_version()
+
+
+def test_time_limits_and_countdowns_fit_the_visibility_timeout() -> None:
+    from common_tasks.celery_app import longest_countdown, task_time_limit
+
+    for visibility_timeout in (1, 5, 30, 600, 3600, 86_400):
+        assert task_time_limit(visibility_timeout) + longest_countdown(visibility_timeout) < visibility_timeout

@@ -7,6 +7,7 @@ pool process than the first attempt.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 
@@ -26,15 +27,23 @@ class _Scripted(LogChannel):
 class FlakyChannel(_Scripted):
     """Fails with a transient error SCRIPTED_CHANNEL_FAILURES times per order, then delivers."""
 
-    def send(self, confirmation: SendOrderConfirmation) -> str:
+    def send(self, confirmation: SendOrderConfirmation, **options: Any) -> str:
         if self.attempt(confirmation) <= self.failures:
             raise TransientChannelError("provider timed out")
-        return super().send(confirmation)
+        return super().send(confirmation, **options)
 
 
 class BrokenChannel(_Scripted):
     """Always fails permanently."""
 
-    def send(self, confirmation: SendOrderConfirmation) -> None:
+    def send(self, confirmation: SendOrderConfirmation, **options: Any) -> None:
         self.attempt(confirmation)
         raise PermanentChannelError("mailbox does not exist")
+
+
+class ProcessKillingChannel(_Scripted):
+    """Kills the process that calls it (a poison message: a crash in native code, the OOM killer)."""
+
+    def send(self, confirmation: SendOrderConfirmation, **options: Any) -> None:
+        self.attempt(confirmation)
+        os._exit(1)

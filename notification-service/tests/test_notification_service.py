@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import redis
 
 from common_tasks.schemas import SendOrderConfirmation
-from common_tasks.tasks import RECORD_NOTIFICATION, SEND_ORDER_CONFIRMATION, send_order_confirmation
+from common_tasks.tasks import RECORD_NOTIFICATION, send_order_confirmation
 from notification_service.ledger import DeliveryLedger, claim_key
 from stack_testkit import RedisServer, ServiceLauncher, console_script, wait_until
 
@@ -61,24 +62,47 @@ def test_confirmation_is_delivered_once_even_when_redelivered(
     assert service.log().count(f"confirmation for order {'1' * 32} delivered to b***@example.com") == 1
 
 
-def test_second_copy_of_a_message_waits_for_the_claim_of_the_first(
+def test_a_copy_that_finds_the_claim_held_is_dropped(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    """A copy of a message (not redelivered) finds another attempt of its own task id holding the
-    claim, as after a failover that left the message on the new master: it waits for the claim to
-    end, then delivers once (the holder died without delivering here)."""
-    order_id, task_id = "5" * 32, "a-task-id"
+    """A copy of a confirmation (a redelivery, or a second message) that finds another attempt's claim
+    never takes it over, even if that attempt's message is this very one: it is dropped, and the
+    order's lease (worker.reconciler) brings the confirmation back once the claim has expired."""
+    order_id = "5" * 32
     service = services.start("notification-service", **scripted(services, redis_server, "FlakyChannel"))
-    redis_client.set(claim_key(order_id), f"{task_id} an-earlier-attempt", ex=2)
-    payload = confirmation(order_id).model_dump(mode="json")
-    redis_server.celery_app().send_task(
-        SEND_ORDER_CONFIRMATION.name, kwargs={"payload": payload}, queue=SEND_ORDER_CONFIRMATION.queue, task_id=task_id
-    )
+    redis_client.set(claim_key(order_id), "another-attempt", ex=60)
+    send_order_confirmation(redis_server.celery_app(), confirmation(order_id))
 
-    wait_until(lambda: outcomes(redis_client), 30, "no outcome reported")
-    assert [(o["outcome"], o["deliveries"]) for o in outcomes(redis_client)] == [("sent", 1)]
-    assert service.log().count(f"another attempt of this task holds the claim on order {order_id}") == 1
-    assert redis_server.client(3).get(f"scripted-channel:attempts:{order_id}") == "1"
+    wait_until(lambda: "this copy dropped" in service.log(), 30, "the copy was not dropped")
+    assert outcomes(redis_client) == []
+    assert redis_server.client(3).get(f"scripted-channel:attempts:{order_id}") is None
+    assert redis_client.get(claim_key(order_id)) == "another-attempt"
+
+
+def test_a_confirmation_that_kills_its_process_is_given_up(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A poison confirmation (its channel call kills the pool process every time) is not tried
+    forever: after NOTIFICATION_MAX_ABANDONED_ATTEMPTS attempts died holding the claim, the next copy
+    records it as failed. Here the test sends the copies the orders side's lease would send."""
+    order_id = "6" * 32
+    env = {
+        **scripted(services, redis_server, "ProcessKillingChannel"),
+        "CELERY_VISIBILITY_TIMEOUT": "4",  # claims of 2 s (the attempt's hard limit)
+        "NOTIFICATION_DELIVERY_TIMEOUT_SECONDS": "0.5",
+        "NOTIFICATION_MAX_ABANDONED_ATTEMPTS": "2",
+    }
+    service = services.start("notification-service", **env)
+    app = redis_server.celery_app()
+    deadline = time.monotonic() + 40
+    while not outcomes(redis_client) and time.monotonic() < deadline:
+        send_order_confirmation(app, confirmation(order_id))
+        time.sleep(2.5)
+    [outcome] = outcomes(redis_client)
+    assert (outcome["outcome"], outcome["deliveries"]) == ("failed", 0)
+    assert "2 attempts died before an outcome" in outcome["detail"]
+    assert redis_server.client(3).get(f"scripted-channel:attempts:{order_id}") == "2"
+    assert service.alive()
 
 
 def test_transient_failures_are_retried_with_backoff(
@@ -113,7 +137,9 @@ def test_permanent_failure_is_reported_once_and_not_retried(
 
     wait_until(lambda: outcomes(redis_client), 15, "no outcome reported")
     [outcome] = outcomes(redis_client)
-    assert outcome["outcome"] == "failed" and "mailbox does not exist" in outcome["detail"]
+    # The channel's own error text stays in this service's log: the detail is public (GET /orders).
+    assert outcome["outcome"] == "failed" and outcome["detail"] == "the channel refused the confirmation"
+    assert "mailbox does not exist" in service.log()
     assert service.log().count("confirmation failed permanently") == 1
     assert redis_server.client(3).get(f"scripted-channel:attempts:{'4' * 32}") == "1"
     assert outcome["deliveries"] == 0
@@ -126,29 +152,44 @@ def test_unloadable_channel_fails_fast(services: ServiceLauncher) -> None:
     assert "NOTIFICATION_CHANNEL" in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_delivery_claims(redis_client: redis.Redis) -> None:
+def test_delivery_claims_are_token_locks(redis_client: redis.Redis) -> None:
     ledger = DeliveryLedger(redis_client)
-    order_id = "cd" * 16
-    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"
-    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"  # the same attempt, written again
-    assert ledger.claim(order_id, "task-b", "2", 60) == "busy"  # another task: a duplicate
-    assert ledger.claim(order_id, "task-a", "3", 60) == "held"  # a second copy of the same message
-    assert ledger.claim(order_id, "task-a", "3", 90, redelivered=True) == "claimed"  # its holder died
-    assert 60 < ledger.claim_seconds_left(order_id) <= 90
-    assert ledger.claim(order_id, "task-a", "1", 60) == "held"  # the old attempt lost its claim
-    ledger.release(order_id)
-    assert ledger.claim_seconds_left(order_id) == 0
-    assert ledger.claim(order_id, "task-b", "4", 60) == "claimed"
-    assert ledger.record_delivery(order_id, "4") == 1
-    assert ledger.record_delivery(order_id, "4") == 1  # the same delivery, recorded again
-    assert ledger.claim(order_id, "task-c", "5", 60) == "delivered"
+    order_id = "ef" * 16
+    assert ledger.claim(order_id, "t1", 60, 3) == "claimed"
+    assert ledger.claim(order_id, "t1", 60, 3) == "claimed"  # the same attempt, written again
+    assert ledger.claim(order_id, "t2", 60, 3) == "busy"  # never taken over
+    ledger.release(order_id, "t2")  # not its claim: nothing happens
+    assert redis_client.get(claim_key(order_id)) == "t1"
+    ledger.release(order_id, "t1")
     assert redis_client.exists(claim_key(order_id)) == 0
-    assert ledger.record_delivery(order_id, "6") == 2  # another attempt delivered: the audit count
-    ledger.record_failure(order_id)  # too late: delivered already
-    assert ledger.claim(order_id, "task-d", "7", 60) == "delivered"
-    other = "ef" * 16
-    ledger.record_failure(other)
-    assert ledger.claim(other, "task-a", "8", 60) == "failed"
+    assert ledger.claim(order_id, "t3", 60, 3) == "claimed"
+    redis_client.delete(claim_key(order_id))  # t3's claim expired: its process died
+    assert ledger.claim(order_id, "t4", 60, 3) == "claimed"  # t3 counted as abandoned
+    assert ledger.record_delivery(order_id, "t3") == 1  # t3 was alive after all: its delivery counts
+    assert redis_client.get(claim_key(order_id)) == "t4"  # but t4's claim stays t4's
+    assert ledger.record_delivery(order_id, "t3") == 1  # the same delivery, recorded again
+    assert ledger.claim(order_id, "t5", 60, 3) == "delivered"
+    assert ledger.record_delivery(order_id, "t4") == 2  # another attempt delivered: the audit count
+    assert redis_client.exists(claim_key(order_id)) == 0
+    ledger.record_failure(order_id, "t6")  # too late: delivered already
+    assert ledger.claim(order_id, "t7", 60, 3) == "delivered"
+    other = "12" * 16
+    ledger.record_failure(other, "t1")
+    assert ledger.claim(other, "t2", 60, 3) == "failed"
+
+
+def test_attempts_that_die_holding_the_claim_are_counted(redis_client: redis.Redis) -> None:
+    ledger = DeliveryLedger(redis_client)
+    order_id = "fe" * 16
+    for token in ("t1", "t2"):
+        assert ledger.claim(order_id, token, 60, 3) == "claimed"
+        redis_client.delete(claim_key(order_id))  # expired: the attempt died
+    assert ledger.claim(order_id, "t3", 60, 3) == "claimed"  # two abandoned so far
+    ledger.release(order_id, "t3")  # a retry: not abandoned
+    assert ledger.claim(order_id, "t4", 60, 3) == "claimed"
+    redis_client.delete(claim_key(order_id))
+    assert ledger.claim(order_id, "t5", 60, 3) == "abandoned"
+    assert redis_client.exists(claim_key(order_id)) == 0
 
 
 def test_ledger_writes_wait_for_replicas_but_never_stop_for_missing_ones(redis_client: redis.Redis) -> None:
@@ -161,7 +202,38 @@ def test_ledger_writes_wait_for_replicas_but_never_stop_for_missing_ones(redis_c
     ledger = DeliveryLedger(redis_client, replicas=1, replica_timeout=0.05)
     order_id = "ab" * 16
     before = waits()
-    assert ledger.claim(order_id, "task-a", "1", 60) == "claimed"
-    assert ledger.record_delivery(order_id, "1") == 1
+    assert ledger.claim(order_id, "t1", 60, 3) == "claimed"
+    assert ledger.record_delivery(order_id, "t1") == 1
     assert ledger.delivered(order_id) == 1
     assert waits() - before == 2
+
+
+def test_a_channel_timeout_that_cannot_fit_the_visibility_timeout_is_refused(services: ServiceLauncher) -> None:
+    env = services.environment(CELERY_VISIBILITY_TIMEOUT="20", NOTIFICATION_DELIVERY_TIMEOUT_SECONDS="30")
+    check = [console_script("notification-service"), "check-config"]
+    result = subprocess.run(check, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "NOTIFICATION_DELIVERY_TIMEOUT_SECONDS=30 needs CELERY_VISIBILITY_TIMEOUT of at least 134" in result.stderr
+    # Left unset, the timeout fits whatever the visibility timeout is.
+    env = services.environment(CELERY_VISIBILITY_TIMEOUT="20")
+    assert subprocess.run(check, env=env).returncode == 0
+
+
+def test_retry_limits_above_celerys_default_are_honoured(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """`retry(max_retries=None)` would mean the task's own limit, not NOTIFICATION_MAX_RETRIES: every
+    retry names its limit, so 12 retries are 13 attempts and one recorded failure."""
+    send_order_confirmation(redis_server.celery_app(), confirmation("7" * 32))
+    env = {
+        **scripted(services, redis_server, "FlakyChannel", failures=100),
+        "NOTIFICATION_RETRY_BACKOFF_SECONDS": "0.01",
+        "CELERY_VISIBILITY_TIMEOUT": "4",  # retry countdowns of at most 1.8 s
+    }
+    service = services.start("notification-service", NOTIFICATION_MAX_RETRIES="12", **env)
+
+    wait_until(lambda: outcomes(redis_client), 60, "no outcome reported")
+    assert [o["outcome"] for o in outcomes(redis_client)] == ["failed"]
+    assert service.log().count("confirmation failed after 12 retries") == 1
+    assert redis_server.client(3).get(f"scripted-channel:attempts:{'7' * 32}") == "13"

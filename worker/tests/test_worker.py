@@ -101,7 +101,7 @@ def test_reconciler_finishes_an_order_whose_message_was_lost(
     assert f"reconciler: re-dispatched order {'e' * 32} (status accepted" in worker.log()
 
 
-def test_reconciler_leaves_a_queued_backlog_alone(
+def test_a_backlog_that_outlasts_the_lease_is_done_once(
     services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     store = OrderStore(redis_server.client())
@@ -118,9 +118,14 @@ def test_reconciler_leaves_a_queued_backlog_alone(
         RECONCILE_INTERVAL_SECONDS="0.2",
     )
     wait_until(lambda: all(completed(store, o) for o in order_ids), 30, "the backlog never drained")
-    assert "re-dispatched" not in worker.log()
+    # The reconciler does not read the queues: orders queued longer than the lease are sent again,
+    # and each second copy finds its order completed (no second completion). With no
+    # notification-service running here, the confirmations' leases expire too and are sent again.
+    assert "re-dispatched" in worker.log()
     assert sum(worker.log().count(f"order {o} completed") for o in order_ids) == len(order_ids)
-    assert len(confirmations_queued(redis_client)) == len(order_ids)
+    assert sum(worker.log().count(f"order {o} already completed") for o in order_ids) >= 1
+    queued = {message["headers"]["order_id"] for message in confirmations_queued(redis_client)}
+    assert queued == set(order_ids)
 
 
 def test_healthcheck_follows_the_heartbeat(services: ServiceLauncher, tmp_path) -> None:
@@ -141,3 +146,40 @@ def test_bad_configuration_fails_fast_with_one_line(services: ServiceLauncher) -
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "CELERY_VISIBILITY_TIMEOUT" in result.stderr
+
+
+def test_an_order_that_never_finishes_is_failed_after_its_attempts(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A poison message (one that kills whatever runs it) is not tried forever: the attempts that
+    started it are counted on the order, and past ORDER_MAX_ATTEMPTS the order is failed."""
+    store = OrderStore(redis_server.client())
+    message = place(store, "f" * 32)
+    redis_client.hset(f"order:{'f' * 32}", "attempts", 3)  # three attempts that died
+    worker = services.start("worker", ORDER_MAX_ATTEMPTS="3")
+    send_process_order(redis_server.celery_app(), message)
+    worker.wait_for_log(f"order {'f' * 32} failed: gave up after 3 attempts that never finished")
+    record = store.get("f" * 32)
+    assert record is not None and (record.status, record.notification) == ("failed", "failed")
+    assert confirmations_queued(redis_client) == []
+
+
+def test_a_worker_that_stops_making_progress_while_redis_answers_exits(services: ServiceLauncher, tmp_path) -> None:
+    """The stall watchdog: a heartbeat that does not move (here: touched once, at start) ends the
+    worker with status 1 once Redis has answered for WORKER_STALL_SECONDS; while Redis is away it
+    waits."""
+    server = RedisServer(tmp_path / "redis-stall").start()
+    try:
+        env = {"WORKER_HEARTBEAT_INTERVAL": "3600", "WORKER_STALL_SECONDS": "10"}
+        worker = services.on(server).start("worker", **env)
+        server.stop()
+        time.sleep(15)
+        assert worker.alive(), "the watchdog ended a worker waiting for Redis"
+        server.start()
+        back = time.monotonic()
+        assert worker.process.wait(timeout=40) == 1
+        report_figure(f"stall watchdog: a stuck worker exited {time.monotonic() - back:.1f}s after Redis answered")
+        assert "no progress for" in worker.log() and "exiting to be restarted" in worker.log()
+    finally:
+        services.stop_all()
+        server.stop()

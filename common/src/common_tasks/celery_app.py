@@ -5,12 +5,13 @@ Setting names are Celery's documented ones (docs: Configuration and defaults).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
-from common_tasks.config import CommonSettings
+from common_tasks.config import CommonSettings, ConfigError
 from common_tasks.redis_state import sentinel_kwargs
 from common_tasks.tasks import ORDERS_QUEUE, QUEUES, task_routes
 
@@ -20,6 +21,27 @@ SOCKET_CONNECT_TIMEOUT = 1.0
 # Bounds synchronous Redis commands on a dead connection; the consumer's BRPOP waits only ~1 s.
 SOCKET_TIMEOUT = 10.0
 RESULT_EXPIRES = 3600
+ETA_TASK_LIMIT = 100
+# The Celery releases this code is tested with (requirements.lock, nix/nixpkgs-versions.toml).
+SUPPORTED_CELERY = ((5, 6, 3), (5, 7, 0))
+
+
+def check_celery_version(version: tuple[int, ...] | None = None) -> None:
+    """Stop with one line when the installed Celery is outside SUPPORTED_CELERY: recovery rests on
+    how acks-late, the visibility timeout and connection loss behave, which has changed within a
+    minor series before (5.6.2 -> 5.6.3)."""
+    import celery
+
+    installed = version or tuple(celery.VERSION[:3])
+    lowest, below = SUPPORTED_CELERY
+    if not lowest <= installed < below:
+        shown = ".".join(map(str, installed))
+        print(
+            f"configuration error: celery {shown} is installed; this release supports "
+            f"celery >={'.'.join(map(str, lowest))},<{'.'.join(map(str, below))}",
+            file=sys.stderr,
+        )
+        raise ConfigError(2)
 
 
 def sentinel_options(settings: CommonSettings) -> dict[str, Any]:
@@ -44,16 +66,24 @@ def redis_transport_options(settings: CommonSettings) -> dict[str, Any]:
     }
 
 
-def task_time_limits(visibility_timeout: int) -> tuple[float, float]:
-    """(soft, hard) seconds for every task. A task still running when the visibility timeout passes
-    is redelivered while it runs, so a second copy would start: the limits stop it first, the soft
-    one as an exception the task can handle (at 80 %), the hard one by killing its process (90 %)."""
-    return 0.8 * visibility_timeout, 0.9 * visibility_timeout
+def task_time_limit(visibility_timeout: int) -> float:
+    """The hard time limit of every task: its pool process is killed then. Redis counts the
+    visibility timeout from delivery, so a message must be acknowledged before it passes (or a second
+    copy starts while the first still runs): the longest run plus the longest retry countdown
+    (`longest_countdown`) stays within 90 % of it. There is no soft limit: an exception raised
+    wherever the task happens to be (even while it writes its result to the pool's pipe) can leave
+    the pool's pipe torn; each outside call has its own timeout instead."""
+    return 0.45 * visibility_timeout
+
+
+def longest_countdown(visibility_timeout: int) -> float:
+    """The longest a retry waits in a worker's timer (a retry's countdown runs from the new
+    message's delivery): 60 s, or less with a short visibility timeout (see task_time_limit)."""
+    return min(60.0, 0.45 * visibility_timeout)
 
 
 def celery_config(settings: CommonSettings) -> dict[str, Any]:
     transport_options = redis_transport_options(settings)
-    soft_limit, hard_limit = task_time_limits(settings.CELERY_VISIBILITY_TIMEOUT)
     return {
         "broker_url": settings.CELERY_BROKER_URL,
         "result_backend": settings.CELERY_RESULT_BACKEND,
@@ -63,6 +93,9 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
             **sentinel_options(settings),
         },
         "broker_connection_retry_on_startup": True,
+        # A worker reconnects for as long as the broker is away (Celery's default gives up after 100
+        # tries, ~50 minutes, and the process exits).
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": SOCKET_CONNECT_TIMEOUT,
         "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
         "redis_socket_timeout": SOCKET_TIMEOUT,
@@ -71,14 +104,17 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # No task outlives the visibility timeout (a task cut off is finished by the reconciler).
-        "task_soft_time_limit": soft_limit,
-        "task_time_limit": hard_limit,
+        # No task outlives the visibility timeout (an order cut off is re-sent when its lease ends).
+        "task_time_limit": task_time_limit(settings.CELERY_VISIBILITY_TIMEOUT),
         # At-least-once delivery; every task is idempotent per order_id.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # A broker connection loss never stops a running task (common_tasks.consumer settles it later).
+        # Retries waiting in a worker's timer (each holds its message unacknowledged) stay few.
+        "worker_eta_task_limit": ETA_TASK_LIMIT,
+        # A broker connection loss never stops a running task: it finishes; its acknowledgement fails
+        # on the lost connection and Redis redelivers the message, which then finds the order's step
+        # done. Terminating it instead could stop a confirmation between delivery and its record.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_default_queue": ORDERS_QUEUE,
@@ -88,8 +124,6 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "task_ignore_result": True,
         "result_expires": RESULT_EXPIRES,
-        # Bad messages are rejected with one log line each (instead of a report with a traceback).
-        "worker_consumer": "common_tasks.consumer:ServiceConsumer",
         # Logging is common_tasks.logs' (configured through Celery's setup_logging signal).
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
@@ -102,6 +136,7 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
 
 def create_celery_app(settings: CommonSettings, main: str) -> Celery:
     """A Celery app named `main`, configured from `settings`; tasks are registered by the caller."""
+    check_celery_version()
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

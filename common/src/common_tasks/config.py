@@ -77,6 +77,10 @@ class WorkerSettings(CommonSettings):
     WORKER_CONCURRENCY: int = Field(default=2, ge=1, le=64)
     WORKER_HEARTBEAT_FILE: str = "/tmp/celery-worker.heartbeat"
     WORKER_HEARTBEAT_INTERVAL: float = Field(default=5.0, gt=0)
+    # A worker whose heartbeat has not moved for this long while the broker answers exits (status 1)
+    # to be restarted (common_tasks.runner.install_stall_watchdog). Above Celery's longest wait
+    # between two reconnection attempts (30 s).
+    WORKER_STALL_SECONDS: float = Field(default=60.0, ge=10)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -6,9 +6,12 @@ contract. The decorator owns what every task needs around its business step:
 - parsing: the message's single `payload` keyword is validated with the contract's pydantic schema;
   a message that breaks the contract is rejected with one log line and never retried;
 - retries: a transient broker or store error (Redis unreachable or timing out) is retried with
-  exponential backoff and jitter, up to 10 times;
-- time limits: Celery's `task_soft_time_limit`/`task_time_limit` from the app's configuration
-  (derived from the visibility timeout in `common_tasks.celery_app`), or the task's own;
+  exponential backoff and jitter, up to MAX_RETRIES times, each countdown within
+  `common_tasks.celery_app.longest_countdown` of the visibility timeout; after that (or when the retry
+  itself cannot be published) the attempt ends with one line, and the order's lease brings the step
+  back (worker.reconciler);
+- small results: whatever a task raises crosses the prefork pool's pipe as a one-line summary,
+  never as a chain of tracebacks (a redis-py ConnectionError carries several);
 - its one log line: the function returns its outcome (a string, or an `Outcome` with a level), which
   is logged once with the task's time; the line carries task, order and request ids (common_tasks.logs).
 """
@@ -16,6 +19,7 @@ contract. The decorator owns what every task needs around its business step:
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +27,13 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
+from common_tasks.celery_app import longest_countdown
+from common_tasks.celery_logs import summary
 from common_tasks.tasks import ContractViolation, TaskContract
 
 logger = get_task_logger("common_tasks.handlers")
@@ -34,13 +41,18 @@ logger = get_task_logger("common_tasks.handlers")
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 # Only these are worth a retry: the broker or a store was briefly unreachable.
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
-RETRY_OPTIONS: dict[str, Any] = {
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 10,
-}
+MAX_RETRIES = 10
+# How long a retry that cannot be published (the broker is away) is tried again before the attempt
+# gives the step up to its lease; a warm stop waits for it.
+PUBLISH_PATIENCE = 10.0
+
+
+class TransientError(Exception):
+    """What a retry carries: the one-line summary of a transient error."""
+
+
+class TaskFailed(Exception):
+    """What a failed task carries back to the pool's parent: a one-line summary."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,29 @@ class Outcome:
 
     message: str
     level: int = logging.INFO
+
+
+def backoff_seconds(base: float, retries: int, longest: float) -> float:
+    """Exponential backoff with jitter in its upper half: base * 2**retries, capped at `longest`."""
+    return min(longest, base * (2**retries)) * random.uniform(0.5, 1.0)
+
+
+def retry_later(task: Task, reason: str, countdown: float, max_retries: int) -> Outcome:
+    """`task.retry` (which raises Retry) without the error's traceback chain: called outside any
+    `except` block, so that the Retry carries no context. While the retry cannot be published (the
+    broker is away: Celery would reject the message, with the publish error's traceback chain),
+    publishing is tried again for up to PUBLISH_PATIENCE seconds, which covers a broker restart;
+    then this attempt ends with one line, and the order's lease brings the step back."""
+    deadline = time.monotonic() + PUBLISH_PATIENCE
+    while True:
+        try:
+            task.retry(countdown=countdown, max_retries=max_retries, exc=TransientError(reason))
+        except Reject as rejected:
+            error = rejected.reason
+            unpublished = summary(error) if isinstance(error, BaseException) else str(error)
+        if time.monotonic() >= deadline:
+            return Outcome(f"{reason}; its retry could not be published ({unpublished}), left to the lease")
+        time.sleep(1.0)
 
 
 def only_payload(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -62,10 +97,11 @@ def contract_task(
     app: Celery, contract: TaskContract[PayloadT], **options: Any
 ) -> Callable[[Callable[[Task, PayloadT], str | Outcome]], Task]:
     """Register the decorated `function(task, payload) -> outcome` as `contract`'s task on `app`;
-    `options` are Celery task options (e.g. time limits) on top of the retry policy."""
+    `options` are Celery task options (e.g. a time limit)."""
+    visibility_timeout = app.conf.broker_transport_options["visibility_timeout"]
 
     def register(function: Callable[[Task, PayloadT], str | Outcome]) -> Task:
-        @app.task(name=contract.name, bind=True, **{**RETRY_OPTIONS, **options})
+        @app.task(name=contract.name, bind=True, max_retries=MAX_RETRIES, **options)
         def task(self: Task, *args: Any, **kwargs: Any) -> None:
             try:
                 payload = contract.parse(only_payload(contract.name, args, kwargs))
@@ -73,10 +109,29 @@ def contract_task(
                 logger.error("rejected message %s: %s", self.request.id, violation)
                 return
             started = time.perf_counter()
-            outcome = function(self, payload)
-            if isinstance(outcome, str):
-                outcome = Outcome(outcome)
-            logger.log(outcome.level, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
+            transient: str | None = None
+            try:
+                outcome = function(self, payload)
+            except (Retry, Ignore, Reject):
+                raise  # the function's own decision (e.g. a retry through retry_later)
+            except TRANSIENT_ERRORS as error:
+                transient = summary(error)
+            except Exception as error:  # a bug: its traceback is logged here only
+                logger.exception("task failed: %s", summary(error))
+                failure = summary(error)
+            else:
+                if isinstance(outcome, str):
+                    outcome = Outcome(outcome)
+                logger.log(outcome.level, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
+                return
+            if transient is None:
+                raise TaskFailed(failure)
+            if self.request.retries >= MAX_RETRIES:
+                outcome = Outcome(f"gave up after {self.request.retries} retries, left to the lease: {transient}")
+            else:
+                countdown = backoff_seconds(1.0, self.request.retries, longest_countdown(visibility_timeout))
+                outcome = retry_later(self, transient, countdown, MAX_RETRIES)
+            logger.log(logging.WARNING, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
 
         return task  # type: ignore[no-any-return]
 

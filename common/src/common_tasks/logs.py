@@ -25,6 +25,8 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from common_tasks.celery_logs import OneLineCeleryReports
+
 # The fields every record gets (None when not known); `service` is the process's.
 CONTEXT_FIELDS = ("task_name", "task_id", "order_id", "request_id")
 # Message headers that carry the correlation from task to task.
@@ -116,6 +118,7 @@ def log_handler(service: str, log_format: str, drop_celery_task_lines: bool = Fa
         formatter = logging.Formatter(TEXT_FORMAT, datefmt=TIME_FORMAT)
         formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    handler.addFilter(OneLineCeleryReports())
     handler.addFilter(ContextFilter(service, drop_celery_task_lines))
     return handler
 

@@ -1,5 +1,5 @@
-"""Running a Celery worker service: its bootsteps (heartbeat file, abandoned-message sweep), its
-logging, and the worker's arguments.
+"""Running a Celery worker service: its bootsteps (heartbeat file, stall watchdog), its logging, and
+the worker's arguments.
 
 The heartbeat file is touched from the consumer's event loop; `common_tasks.cli` probes its age,
 which is cheaper than `celery inspect ping` (no process on the broker, no reply keys left behind).
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
-from typing import Any
 
+import redis
 from celery import Celery, bootsteps, signals
 
 from common_tasks.config import WorkerSettings
 from common_tasks.logs import configure_logging
+from common_tasks.redis_state import redis_client
 
 logger = logging.getLogger("common_tasks.runner")
 
@@ -47,54 +50,56 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
     app.steps["consumer"].add(HeartbeatFile)
 
 
-def sweep_interval(visibility_timeout: int) -> float:
-    """Seconds between sweeps for abandoned messages: a few per visibility timeout, at most 10 s."""
-    return float(max(1, min(10, visibility_timeout // 2)))
+def install_stall_watchdog(app: Celery, settings: WorkerSettings) -> None:
+    """A stuck worker is a dead worker: a thread of the main process that ends it (exit status 1,
+    one CRITICAL line) when the heartbeat file has not moved for WORKER_STALL_SECONDS of the broker
+    answering all along. A worker waiting for a broker that is away keeps running (and Celery waits
+    up to 30 s between two reconnection attempts, which the default allows for); one whose consumer
+    stopped (an unrecoverable error it did not exit on, a warm stop that does not end) is restarted
+    by whatever supervises it (compose's `restart`, Kubernetes, `./dev up`)."""
+    heartbeat_file = Path(settings.WORKER_HEARTBEAT_FILE)
+    limit = settings.WORKER_STALL_SECONDS
+    broker = redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER)
 
+    def last_beat(started: float) -> float:
+        try:
+            return heartbeat_file.stat().st_mtime
+        except FileNotFoundError:
+            return started
 
-def install_abandoned_message_sweep(app: Celery, interval: float) -> None:
-    """Puts messages that a dead worker left unacknowledged back on their queue once their
-    visibility timeout has passed, checking every `interval` seconds.
+    def broker_answers() -> bool:
+        try:
+            return bool(broker.ping())
+        except (redis.RedisError, OSError, ValueError):
+            return False
 
-    kombu's Redis transport does this itself only about every 100 s (kombu 5.6: every 10th call of
-    a 10 s timer; 5.7 made it configurable), so an order of a killed worker would wait up to the
-    visibility timeout plus 100 s. This calls the same, mutex-guarded `restore_visible` on every
-    tick instead; any worker may run it, and Redis's mutex lets one sweep at a time.
-    """
+    def watch() -> None:
+        started = time.time()
+        answering_since: float | None = None
+        while True:
+            time.sleep(min(5.0, limit / 4))
+            if not broker_answers():
+                answering_since = None
+                continue
+            answering_since = answering_since or time.time()
+            stalled = time.time() - max(last_beat(started), answering_since)
+            if stalled > limit:
+                logger.critical("no progress for %.0fs while the broker answers: exiting to be restarted", stalled)
+                logging.shutdown()
+                os._exit(1)
 
-    class AbandonedMessageSweep(bootsteps.StartStopStep):
-        requires = ("celery.worker.consumer.tasks:Tasks",)
+    class StallWatchdog(bootsteps.StartStopStep):
+        def start(self, worker: object) -> None:
+            threading.Thread(target=watch, name="stall-watchdog", daemon=True).start()
 
-        def __init__(self, parent: object, **kwargs: object) -> None:
-            super().__init__(parent, **kwargs)
-            self.timer_ref: object | None = None
-
-        def start(self, consumer: Any) -> None:
-            qos = getattr(getattr(consumer.task_consumer, "channel", None), "qos", None)
-            if not hasattr(qos, "restore_visible"):
-                return  # not the Redis transport
-
-            def sweep() -> None:
-                try:
-                    qos.restore_visible(num=100, interval=1)
-                except Exception as error:  # noqa: BLE001 - a broker outage; the next tick tries again
-                    logger.debug("abandoned-message sweep skipped: %s", error)
-
-            self.timer_ref = consumer.timer.call_repeatedly(interval, sweep)
-
-        def stop(self, consumer: object) -> None:
-            if self.timer_ref is not None:
-                self.timer_ref.cancel()  # type: ignore[attr-defined]
-                self.timer_ref = None
-
-    app.steps["consumer"].add(AbandonedMessageSweep)
+    app.steps["worker"].add(StallWatchdog)
 
 
 def install_worker_steps(app: Celery, settings: WorkerSettings) -> None:
     """What every worker of this app runs besides Celery's own steps, whether started by the
     service's console script or by `celery -A <module> worker`."""
     install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
-    install_abandoned_message_sweep(app, sweep_interval(settings.CELERY_VISIBILITY_TIMEOUT))
+    install_stall_watchdog(app, settings)
 
 
 def node_name(prefix: str) -> str:

@@ -2,11 +2,14 @@
 
 Keys (owned by this service only):
 - `notification:<order_id>`: a hash with `delivered` (confirmations the channel delivered, the audit
-  count), `outcome` (`sent` or `failed`, once known), `last_delivery` (the attempt counted last) and
-  `updated_at`.
-- `notification:<order_id>:claim`: `<task id> <attempt id>` of the attempt delivering right now,
-  expiring with the attempt's hard time limit, so that two copies of one confirmation never deliver
-  at the same time.
+  count), `outcome` (`sent` or `failed`, once known), `last_delivery` (the attempt counted last),
+  `holder` (the attempt that took the claim last and has not ended), `abandoned` (attempts that took
+  the claim and never ended: their process died) and `updated_at`.
+- `notification:<order_id>:claim`: the token (attempt id) of the attempt delivering right now, a
+  token lock (as redis-py's `redis.lock.Lock`: SET NX with an expiry, released and recorded only by
+  compare-and-delete), expiring with the attempt's hard time limit. No attempt ever takes over
+  another's claim: a copy that finds it held is dropped, and the order's lease brings the
+  confirmation back if the holder never finishes (worker.reconciler).
 
 The order record is the orders side's: the outcome and the count travel back to it in
 `orders.record_notification`. Each change is one Lua script, atomic and idempotent, so that it can
@@ -23,6 +26,7 @@ that are behind or gone do not stop deliveries: the master the Sentinels name ho
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Literal
@@ -32,11 +36,9 @@ from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from common_tasks.redis_state import redis_client
 
-# `claimed`: deliver now. `delivered`/`failed`: the outcome is known already. `busy`: a copy with
-# another task id is delivering. `held`: another attempt of this very task id is delivering, and this
-# message was not redelivered, so it is a second copy (one a failover or a lost reply can leave
-# behind), not the holder's own message coming back after the holder died.
-Claim = Literal["claimed", "busy", "held", "delivered", "failed"]
+# `claimed`: deliver now. `delivered`/`failed`: the outcome is known already. `busy`: another attempt
+# holds the claim. `abandoned`: too many attempts died holding the claim; give the confirmation up.
+Claim = Literal["claimed", "busy", "delivered", "failed", "abandoned"]
 
 
 def ledger_key(order_id: str) -> str:
@@ -48,49 +50,64 @@ def claim_key(order_id: str) -> str:
 
 
 def new_attempt() -> str:
-    """An id for one execution of a delivery: its claim and its delivery record carry it."""
+    """A token for one execution of a delivery: its claim and its delivery record carry it."""
     return uuid.uuid4().hex
 
 
-# KEYS: ledger, claim. ARGV: task id, attempt id, seconds, redelivered (1/0).
-# The same attempt again (a write repeated after a failover) keeps its claim. Another attempt of the
-# same task id takes the claim over only from a redelivered message: the holder died and its message
-# came back (after a kill, a lost worker or a broker restart).
+# KEYS: ledger, claim. ARGV: token, seconds, most abandoned attempts. The same token again (a write
+# repeated after a failover) keeps its claim. An attempt that took the claim and never ended (its
+# `holder` is still set when the claim is free again) counts as abandoned.
 _CLAIM = """
-local state = redis.call('HMGET', KEYS[1], 'delivered', 'outcome')
+local state = redis.call('HMGET', KEYS[1], 'delivered', 'outcome', 'holder')
 if tonumber(state[1] or '0') > 0 then return 'delivered' end
 if state[2] == 'failed' then return 'failed' end
-local mine = ARGV[1] .. ' ' .. ARGV[2]
-if redis.call('SET', KEYS[2], mine, 'NX', 'EX', ARGV[3]) then return 'claimed' end
-local holder = redis.call('GET', KEYS[2])
-local same_task = string.sub(holder, 1, #ARGV[1] + 1) == ARGV[1] .. ' '
-if holder == mine or (same_task and ARGV[4] == '1') then
-  redis.call('SET', KEYS[2], mine, 'EX', ARGV[3])
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if state[3] and state[3] ~= ARGV[1] then
+    if redis.call('HINCRBY', KEYS[1], 'abandoned', 1) >= tonumber(ARGV[3]) then
+      redis.call('DEL', KEYS[2])
+      return 'abandoned'
+    end
+  end
+  redis.call('HSET', KEYS[1], 'holder', ARGV[1])
   return 'claimed'
 end
-if same_task then return 'held' end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 'claimed' end
 return 'busy'
 """
 
-# KEYS: ledger, claim. ARGV: attempt id, time. Counts one delivery (the audit count: two attempts
-# that both delivered count two) and frees the claim; the same attempt is counted once.
-_RECORD_DELIVERY = """
-redis.call('DEL', KEYS[2])
+# The end of an attempt (KEYS: ledger, claim; ARGV[1]: token): frees the claim if it is still this
+# attempt's, and clears `holder` if it names this attempt.
+_END_ATTEMPT = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then redis.call('HDEL', KEYS[1], 'holder') end
+"""
+
+# KEYS: ledger, claim. ARGV: token, time. Counts one delivery (the audit count: two attempts that
+# both delivered count two) and ends the attempt; the same attempt is counted once.
+_RECORD_DELIVERY = (
+    _END_ATTEMPT
+    + """
 if redis.call('HGET', KEYS[1], 'last_delivery') == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[1], 'delivered'))
 end
 redis.call('HSET', KEYS[1], 'outcome', 'sent', 'last_delivery', ARGV[1], 'updated_at', ARGV[2])
 return redis.call('HINCRBY', KEYS[1], 'delivered', 1)
 """
+)
 
-# Records that the channel gave up (unless a delivery was counted already) and frees the claim.
-_RECORD_FAILURE = """
-redis.call('DEL', KEYS[2])
+# Records that the channel gave up (unless a delivery was counted already) and ends the attempt.
+_RECORD_FAILURE = (
+    _END_ATTEMPT
+    + """
 if tonumber(redis.call('HGET', KEYS[1], 'delivered') or '0') == 0 then
-  redis.call('HSET', KEYS[1], 'outcome', 'failed', 'updated_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'outcome', 'failed', 'updated_at', ARGV[2])
 end
 return 0
 """
+)
+
+# Frees the claim of an attempt that will be retried (ARGV[1]: token).
+_RELEASE = _END_ATTEMPT + "return 0"
 
 RETRY_INTERVAL = 0.25
 
@@ -107,25 +124,28 @@ class DeliveryLedger:
         self.replicas = replicas
         self.replica_timeout = replica_timeout
         self.failover_seconds = failover_seconds
-        scripts = (_CLAIM, _RECORD_DELIVERY, _RECORD_FAILURE)
+        scripts = (_CLAIM, _RECORD_DELIVERY, _RECORD_FAILURE, _RELEASE)
         self._scripts = {script: client.register_script(script) for script in scripts}
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str | None = None, **durability: Any) -> DeliveryLedger:
         return cls(redis_client(url, sentinel_master), **durability)
 
-    def _write(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run one idempotent script; with replicas, WAIT for them on the same connection, and write
-        again while the connection fails, until `failover_seconds` pass."""
-        if not self.replicas:
-            return self._scripts[script](keys=keys, args=args)
-        deadline = time.monotonic() + self.failover_seconds
+    def _write(self, script: str, keys: list[str], args: list[Any], until_landed: bool = False) -> Any:
+        """Run one idempotent script; with replicas, WAIT for them on the same connection. While the
+        connection fails, write again: for `failover_seconds` with replicas, for as long as it takes
+        with `until_landed` (a delivery that happened must be recorded; the attempt's hard time
+        limit is the bound), else not at all."""
+        patience = math.inf if until_landed else self.failover_seconds if self.replicas else 0.0
+        deadline = time.monotonic() + patience
         while True:
-            # EVAL, not EVALSHA: a new master after a failover may not have the script cached.
-            pipe = self.client.pipeline(transaction=False)
-            pipe.eval(script, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.replicas, max(1, round(self.replica_timeout * 1000)))
             try:
+                if not self.replicas:
+                    return self._scripts[script](keys=keys, args=args)
+                # EVAL, not EVALSHA: a new master after a failover may not have the script cached.
+                pipe = self.client.pipeline(transaction=False)
+                pipe.eval(script, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.replicas, max(1, round(self.replica_timeout * 1000)))
                 written, replicated = pipe.execute()
             except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() >= deadline:
@@ -149,25 +169,24 @@ class DeliveryLedger:
         except (redis.ConnectionError, redis.TimeoutError, MasterNotFoundError):
             return True  # no master named right now: write again once there is one
 
-    def claim(self, order_id: str, task_id: str, attempt: str, seconds: int, redelivered: bool = False) -> Claim:
-        """Whether attempt `attempt` of task `task_id` may deliver now (see Claim); if it may, the
-        claim is its for `seconds`."""
-        args = [task_id, attempt, seconds, int(redelivered)]
-        return self._write(_CLAIM, [ledger_key(order_id), claim_key(order_id)], args)  # type: ignore[no-any-return]
-
-    def claim_seconds_left(self, order_id: str) -> int:
-        return max(0, int(self.client.ttl(claim_key(order_id))))
-
-    def release(self, order_id: str) -> None:
-        self.client.delete(claim_key(order_id))
-
-    def record_delivery(self, order_id: str, attempt: str) -> int:
-        """Count the delivery made by `attempt` (once, however often recorded); returns the count."""
+    def claim(self, order_id: str, token: str, seconds: int, most_abandoned: int) -> Claim:
+        """Whether the attempt holding `token` may deliver now (see Claim); if it may, the claim is
+        its for `seconds`."""
         keys = [ledger_key(order_id), claim_key(order_id)]
-        return int(self._write(_RECORD_DELIVERY, keys, [attempt, time.time()]))
+        return self._write(_CLAIM, keys, [token, seconds, most_abandoned])  # type: ignore[no-any-return]
 
-    def record_failure(self, order_id: str) -> None:
-        self._write(_RECORD_FAILURE, [ledger_key(order_id), claim_key(order_id)], [time.time()])
+    def release(self, order_id: str, token: str) -> None:
+        self._write(_RELEASE, [ledger_key(order_id), claim_key(order_id)], [token])
+
+    def record_delivery(self, order_id: str, token: str) -> int:
+        """Count the delivery made by attempt `token` (once, however often recorded), written again
+        until it lands (the attempt's hard time limit is the bound); returns the count."""
+        keys = [ledger_key(order_id), claim_key(order_id)]
+        return int(self._write(_RECORD_DELIVERY, keys, [token, time.time()], until_landed=True))
+
+    def record_failure(self, order_id: str, token: str) -> None:
+        keys = [ledger_key(order_id), claim_key(order_id)]
+        self._write(_RECORD_FAILURE, keys, [token, time.time()], until_landed=True)
 
     def delivered(self, order_id: str) -> int:
         return int(self.client.hget(ledger_key(order_id), "delivered") or 0)

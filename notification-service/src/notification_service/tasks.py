@@ -4,33 +4,19 @@ Only the business step; parsing, rejection and store retries are common_tasks.ha
 from __future__ import annotations
 
 import logging
-import random
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
 
-from common_tasks.handlers import Outcome, contract_task
+from common_tasks.celery_logs import summary
+from common_tasks.handlers import Outcome, backoff_seconds, contract_task, retry_later
 from common_tasks.schemas import RecordNotification, SendOrderConfirmation
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, send_record_notification
 from notification_service.channels import NotificationChannel, TransientChannelError
 from notification_service.ledger import DeliveryLedger, new_attempt
 from notification_service.settings import NotificationSettings
 
-# Worth another try: the channel said so, or the delivery ran out of time (soft time limit).
-TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError, SoftTimeLimitExceeded)
-
-
-class ClaimHeld(Exception):
-    """Another attempt of the same task id holds the order's delivery claim."""
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"another attempt of this task holds the claim on order {order_id}")
-
-
-def backoff_seconds(base: float, retries: int) -> float:
-    """Exponential backoff with full jitter in its upper half: base * 2**retries, capped at 60 s."""
-    delay = min(60.0, base * (2**retries))
-    return delay * random.uniform(0.5, 1.0)
+# Worth another try: the channel said so, or its connection failed or timed out.
+TRANSIENT_DELIVERY_ERRORS = (TransientChannelError, ConnectionError, TimeoutError)
 
 
 def register_notification_tasks(
@@ -42,19 +28,15 @@ def register_notification_tasks(
         payload = RecordNotification(order_id=order_id, outcome=outcome, detail=detail, deliveries=deliveries)
         send_record_notification(app, payload)
 
-    @contract_task(
-        app,
-        SEND_ORDER_CONFIRMATION,
-        # One delivery attempt is cut off (a transient failure) after NOTIFICATION_DELIVERY_TIMEOUT_SECONDS
-        # and killed a little later; a claim cannot outlive that, so it expires with the hard limit.
-        soft_time_limit=settings.delivery_time_limits[0],
-        time_limit=settings.delivery_time_limits[1],
-    )
+    # One attempt: the channel's call (its own timeout), then the record of its outcome; the pool
+    # process is killed at the hard limit, and the claim expires with it.
+    @contract_task(app, SEND_ORDER_CONFIRMATION, time_limit=settings.delivery_time_limit)
     def send_order_confirmation(self: Task, confirmation: SendOrderConfirmation) -> str | Outcome:
         order_id = confirmation.order_id
-        attempt = new_attempt()
-        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-        claim = ledger.claim(order_id, self.request.id or "", attempt, settings.delivery_claim_seconds, redelivered)
+        token = new_attempt()
+        claim = ledger.claim(
+            order_id, token, settings.delivery_claim_seconds, settings.NOTIFICATION_MAX_ABANDONED_ATTEMPTS
+        )
         if claim == "delivered":
             # Delivered before (this is a redelivery): only make sure the outcome gets recorded.
             report(order_id, "sent")
@@ -63,33 +45,33 @@ def register_notification_tasks(
             report(order_id, "failed", "the channel gave up earlier")
             return f"order {order_id}: confirmation failed before, outcome reported again"
         if claim == "busy":
-            # A duplicate (another task id) while a copy is delivering. That copy reports the outcome,
-            # or, if it dies, its own message is redelivered and takes its claim over: this one is
-            # dropped instead of retried, so duplicates never pile up as retries.
-            return f"order {order_id}: another copy is delivering the confirmation; duplicate dropped"
-        if claim == "held":
-            # A second copy of this very message (a failover can leave one behind) while another attempt
-            # of it delivers, or holds a claim it could not release: ask again once that claim is over.
-            countdown = ledger.claim_seconds_left(order_id) + 1
-            raise self.retry(countdown=countdown, max_retries=None, exc=ClaimHeld(order_id)) from None
+            # Another attempt holds the claim: it reports the outcome, or, if it never ends, the
+            # order's lease brings the confirmation back once the claim has expired.
+            return f"order {order_id}: another attempt holds the confirmation's claim; this copy dropped"
+        if claim == "abandoned":
+            reason = f"{settings.NOTIFICATION_MAX_ABANDONED_ATTEMPTS} attempts died before an outcome"
+            ledger.record_failure(order_id, token)
+            report(order_id, "failed", reason)
+            return Outcome(f"order {order_id}: confirmation failed: {reason}", logging.ERROR)
         try:
-            receipt = channel.send(confirmation)
+            receipt = channel.send(confirmation, idempotency_key=order_id, timeout=settings.delivery_timeout)
         except TRANSIENT_DELIVERY_ERRORS as error:
-            if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
-                ledger.record_failure(order_id)
-                report(order_id, "failed", f"gave up after {self.request.retries} retries: {error}")
-                return Outcome(
-                    f"order {order_id}: confirmation failed after {self.request.retries} retries: {error}",
-                    logging.ERROR,
-                )
-            ledger.release(order_id)
-            countdown = backoff_seconds(settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, self.request.retries)
-            # Celery logs the retry as this task's one line: "retry: Retry in <countdown>s: <error>".
-            raise self.retry(countdown=countdown, max_retries=None, exc=error) from None
+            transient = summary(error)
         except Exception as error:  # noqa: BLE001 - any other channel error is permanent
-            ledger.record_failure(order_id)
-            report(order_id, "failed", str(error)[:500])
-            return Outcome(f"order {order_id}: confirmation failed permanently: {error}", logging.ERROR)
-        ledger.record_delivery(order_id, attempt)  # also frees the claim
-        report(order_id, "sent")
-        return f"confirmation for order {order_id} delivered {receipt or ''}".rstrip()
+            ledger.record_failure(order_id, token)
+            report(order_id, "failed", "the channel refused the confirmation")
+            return Outcome(f"order {order_id}: confirmation failed permanently: {summary(error)}", logging.ERROR)
+        else:
+            ledger.record_delivery(order_id, token)  # also frees the claim
+            report(order_id, "sent")
+            return f"confirmation for order {order_id} delivered {receipt or ''}".rstrip()
+        retries = self.request.retries
+        if retries >= settings.NOTIFICATION_MAX_RETRIES:
+            ledger.record_failure(order_id, token)
+            report(order_id, "failed", f"gave up after {retries} retries")
+            return Outcome(f"order {order_id}: confirmation failed after {retries} retries: {transient}", logging.ERROR)
+        ledger.release(order_id, token)
+        backoff = settings.NOTIFICATION_RETRY_BACKOFF_SECONDS
+        countdown = backoff_seconds(backoff, retries, settings.longest_retry_countdown)
+        # Celery logs the retry as this task's one line: "Retry in <countdown>s: <error>".
+        return retry_later(self, transient, countdown, settings.NOTIFICATION_MAX_RETRIES)

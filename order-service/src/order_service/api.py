@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from kombu.exceptions import KombuError, OperationalError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from common_tasks.celery_logs import summary
 from common_tasks.logs import bind_context
 from common_tasks.schemas import OrderId, OrderRequest, ProcessOrder
 from common_tasks.tasks import send_process_order
@@ -129,7 +130,7 @@ def create_order() -> Response:
         return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
     if not replicated:
         # Not published yet, so deleting the record leaves nothing behind. The message itself needs
-        # no replica: if a failover loses it, the reconciler re-sends the (replicated) order.
+        # no replica: if a failover loses it, the order's lease brings it back (worker.reconciler).
         logger.warning("order %s rejected: no replica acknowledged it in time", order_id)
         try:
             store.delete(order_id)
@@ -140,14 +141,13 @@ def create_order() -> Response:
     try:
         send_process_order(celery_app, message)
     except BROKER_ERRORS as error:
-        logger.warning("order %s rejected, broker unavailable: %s", order_id, error)
-        try:
-            store.delete(order_id)
-        except redis.RedisError:
-            pass  # the reconciler finishes it if it survives; the client was told to retry
-        return error_response(503, "broker_unavailable", "orders cannot be accepted right now; retry later")
+        # The order is stored with its lease, so it is accepted: the reconciler sends it when the
+        # lease expires. A publish that reported failure may still have landed; deleting the order
+        # now would leave that message without one (and a retrying client with two orders).
+        logger.warning("order %s accepted, its message left to its lease: %s", order_id, summary(error))
+    else:
+        logger.info("order %s accepted: %d item(s)", order_id, len(order.items))
     location = f"/orders/{order_id}"
-    logger.info("order %s accepted: %d item(s)", order_id, len(order.items))
     return json_response(OrderAccepted(order_id=order_id), 202, headers={"Location": location})
 
 

@@ -1,7 +1,10 @@
 """The order store: every order's state in Redis, owned by this one module.
 
-Layout: a hash `order:<order_id>` per order, and a sorted set `orders:open` of orders whose work is
-not finished (scored by the last time work was dispatched for them), which the reconciler scans.
+Layout: a hash `order:<order_id>` per order, and a sorted set `orders:open` of the orders whose work
+is not finished, scored by the time their current step last moved: each order's lease. Every step
+renews it (creation, the start of processing, completion; the reconciler when it re-sends a step),
+and recording the notification outcome (or failing the order) ends it; the reconciler re-sends the
+next step of every order whose lease is older than its delay, reading only those from the index.
 State changes are Lua scripts, so each is atomic and idempotent: a redelivered task never moves an
 order backwards or counts anything twice.
 """
@@ -37,6 +40,7 @@ class OrderRecord:
     total: str | None
     notification: NotificationState
     notifications_sent: int
+    attempts: int
     worker: str | None
     failure: str | None
     created_at: float
@@ -68,21 +72,26 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 """
 
-# Moves accepted -> processing; returns the status before the call (nil when the order is unknown).
+# Moves accepted -> processing, counts the attempt and renews the lease; returns {the status before
+# the call, attempts so far} ({false, 0} when the order is unknown).
 _START_PROCESSING = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'accepted' then
+if status == 'accepted' or status == 'processing' then
   redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[1], 'updated_at', ARGV[2])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+  return {status, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 end
-return status
+return {status, 0}
 """
 
-# Moves accepted|processing -> completed with its total. Returns {1 if this call completed it, else 0,
-# status, notification state, total, customer e-mail}: all the next step needs, without a second read.
+# Moves accepted|processing -> completed with its total and renews the lease. Returns {1 if this
+# call completed it, else 0, status, notification state, total, customer e-mail}: all the next step
+# needs, without a second read.
 _COMPLETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'accepted' or status == 'processing' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'total', ARGV[1], 'worker', ARGV[2], 'updated_at', ARGV[3])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[4])
   local state = redis.call('HMGET', KEYS[1], 'notification', 'customer_email')
   return {1, 'completed', state[1], ARGV[1], state[2]}
 end
@@ -120,6 +129,17 @@ return 0
 """
 
 
+# Renews an expired lease (ARGV: order id, expired before, now); 1 when this call renewed it.
+_RENEW_LEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
 class OrderStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -127,6 +147,7 @@ class OrderStore:
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
         self._record_notification = client.register_script(_RECORD_NOTIFICATION)
+        self._renew_lease = client.register_script(_RENEW_LEASE)
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str | None = None) -> OrderStore:
@@ -177,17 +198,23 @@ class OrderStore:
             total=raw.get("total"),
             notification=raw["notification"],  # type: ignore[arg-type]
             notifications_sent=int(raw.get("notifications_sent", 0)),
+            attempts=int(raw.get("attempts", 0)),
             worker=raw.get("worker"),
             failure=raw.get("failure"),
             created_at=float(raw["created_at"]),
             updated_at=float(raw["updated_at"]),
         )
 
-    def start_processing(self, order_id: str, worker: str) -> OrderStatus | None:
-        return self._start_processing(keys=[order_key(order_id)], args=[worker, time.time()])
+    def start_processing(self, order_id: str, worker: str) -> tuple[OrderStatus | None, int]:
+        """(the status before, attempts counted so far): an accepted or processing order becomes
+        processing, and this attempt is counted."""
+        keys = [order_key(order_id), OPEN_ORDERS_KEY]
+        status, attempts = self._start_processing(keys=keys, args=[worker, time.time(), order_id])
+        return status or None, int(attempts)
 
     def complete(self, order_id: str, total: str, worker: str) -> Completion:
-        completed_now, *state = self._complete(keys=[order_key(order_id)], args=[total, worker, time.time()])
+        keys = [order_key(order_id), OPEN_ORDERS_KEY]
+        completed_now, *state = self._complete(keys=keys, args=[total, worker, time.time(), order_id])
         return Completion(bool(completed_now), *(value or None for value in state))
 
     def completion(self, order_id: str) -> Completion:
@@ -203,16 +230,14 @@ class OrderStore:
         keys = [order_key(order_id), OPEN_ORDERS_KEY]
         return bool(self._record_notification(keys=keys, args=[outcome, time.time(), detail, order_id, deliveries]))
 
-    def stale_open_orders(self, older_than: float, limit: int = 100) -> list[str]:
-        """Open orders whose last dispatch is older than `older_than` (a Unix time)."""
+    def expired_leases(self, older_than: float, limit: int = 100) -> list[str]:
+        """Open orders whose current step last moved before `older_than` (a Unix time), oldest first."""
         return list(self.client.zrangebyscore(OPEN_ORDERS_KEY, "-inf", older_than, start=0, num=limit))
 
-    def touch_open(self, order_id: str) -> None:
-        """Restart the open order's idle clock (the reconciler looks again after its delay)."""
-        self.client.zadd(OPEN_ORDERS_KEY, {order_id: time.time()}, xx=True)
+    def renew_lease(self, order_id: str, expired_before: float) -> bool:
+        """Renew the lease of an open order if it is still older than `expired_before`; False when
+        it moved meanwhile (a step ran, or another reconciler took it)."""
+        return bool(self._renew_lease(keys=[OPEN_ORDERS_KEY], args=[order_id, expired_before, time.time()]))
 
     def forget_open(self, order_id: str) -> None:
         self.client.zrem(OPEN_ORDERS_KEY, order_id)
-
-    def try_lock(self, name: str, owner: str, seconds: int) -> bool:
-        return bool(self.client.set(f"lock:{name}", owner, nx=True, ex=max(1, seconds)))

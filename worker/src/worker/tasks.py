@@ -27,23 +27,24 @@ def register_order_tasks(app: Celery, settings: OrderWorkerSettings, store: Orde
     @contract_task(app, PROCESS_ORDER)
     def process_order(task: Task, order: ProcessOrder) -> str | Outcome:
         worker_name = task.request.hostname or "worker"
-        previous = store.start_processing(order.order_id, worker_name)
+        previous, attempts = store.start_processing(order.order_id, worker_name)
         if previous is None:
             return Outcome(f"order {order.order_id}: no such order in the store, message dropped", logging.WARNING)
-        if previous in ("accepted", "processing"):
-            if settings.WORKER_SIMULATED_WORK_SECONDS:
-                time.sleep(settings.WORKER_SIMULATED_WORK_SECONDS)
-            total = str(order_total(order.items))
-            completion = store.complete(order.order_id, total, worker_name)
-            outcome = (
-                f"order {order.order_id} completed: total {total}, {len(order.items)} item(s)"
-                if completion.completed_now
-                else f"order {order.order_id} already completed by another copy"
-            )
-        else:
-            # A redelivery: the order went further already; only its next step may still be due.
-            outcome = f"order {order.order_id} already {previous}"
-            completion = store.completion(order.order_id)
+        if previous not in ("accepted", "processing"):
+            # A second copy (a redelivery, or the reconciler's): the step is done. A confirmation that
+            # was never sent is the reconciler's to send once the order's lease expires.
+            return f"order {order.order_id} already {previous}"
+        if attempts > settings.ORDER_MAX_ATTEMPTS:
+            reason = f"gave up after {attempts - 1} attempts that never finished"
+            store.fail(order.order_id, reason)
+            return Outcome(f"order {order.order_id} failed: {reason}", logging.ERROR)
+        if settings.WORKER_SIMULATED_WORK_SECONDS:
+            time.sleep(settings.WORKER_SIMULATED_WORK_SECONDS)
+        total = str(order_total(order.items))
+        completion = store.complete(order.order_id, total, worker_name)
+        if not completion.completed_now:
+            return f"order {order.order_id} already completed by another copy"
+        outcome = f"order {order.order_id} completed: total {total}, {len(order.items)} item(s)"
         if completion.awaits_notification:
             send_confirmation(app, order.order_id, completion)
             outcome += ", confirmation sent"
