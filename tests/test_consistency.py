@@ -117,6 +117,27 @@ def test_the_ha_profile_runs_the_redis_image_only() -> None:
         assert command[monitor + 1 : monitor + 3] == ["${REDIS_SENTINEL_MASTER:-stack-master}", "redis"], key
 
 
+def test_the_sentinels_alone_give_the_redis_servers_their_roles() -> None:
+    """Issue 19: a server started with `--replicaof` takes that role back on every restart, whatever
+    the Sentinels decided since (after a failover: two servers replicas of each other, no master).
+    No server has one; every Sentinel knows every server other than the initial master as a
+    replica, and makes it one."""
+    services = COMPOSE["services"]
+    servers = [key for key, service in services.items() if service["image"] == services["redis"]["image"]]
+    servers = [key for key in servers if "--sentinel" not in services[key]["command"]]
+    assert servers == ["redis", "redis-replica"]
+    for key in servers:
+        command = [str(arg).lower() for arg in services[key]["command"]]
+        assert "--replicaof" not in command and "--slaveof" not in command, key
+        assert command[command.index("--replica-announce-ip") + 1] == key, "announced by its service name"
+    for key in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        command = services[key]["command"]
+        known = [command[i + 2] for i, arg in enumerate(command) if arg == "known-replica"]
+        assert known == ["redis-replica"], key
+        assert command[command.index("known-replica") + 1] == "${REDIS_SENTINEL_MASTER:-stack-master}", key
+        assert "redis-replica" in services[key]["depends_on"], "the name must resolve when the Sentinel starts"
+
+
 # Services that publish a port, on loopback only: the API, and Flower (profile `monitoring`).
 PUBLISHED = {"order-service", "flower"}
 

@@ -184,3 +184,55 @@ def test_ledger_writes_again_on_the_master_that_replaced_a_deposed_one(group: Se
         os.kill(old.process.pid, signal.SIGCONT)
     assert ledger.record_delivery(order_id, "attempt-1") == 1
     assert group.server_on(new_port).client().hget(ledger_key(order_id), "delivered") == "1"
+
+
+def test_a_crashed_promoted_master_is_followed_by_a_writable_master(tmp_path: Path) -> None:
+    """Issue 19: after a failover, the promoted master crashes (SIGKILL) and is restarted at once. A
+    server restarted with a fixed `--replicaof` (its role before the failover) became a replica of
+    its own replica: no writable master for 26 s. Restarted as compose restarts it now, without a
+    role of its own, the Sentinels decide: a writable master within 10 s, the other server its
+    replica, and nothing acknowledged by a replica lost. The servers keep an append-only file, as in
+    compose, so a restarted server has its data."""
+    group = SentinelGroup(tmp_path / "sentinel-group", replicas=1)
+    for server in group.servers:
+        server.appendonly = True
+    group.start()
+    try:
+        first, second = group.master, group.replicas[0]
+        first.kill()
+        wait_until(lambda: group.master_port() == second.port, 30, "the Sentinels never promoted the replica")
+        first.replica_of = None  # as compose restarts it: the Sentinels give it its role
+        first.start()
+        wait_until(lambda: group.online_replicas(second.port) == 1, 40, "the old master never became a replica")
+
+        promoted = second.client()
+        promoted.set("acknowledged", "1")
+        assert promoted.wait(1, 2000) == 1
+        killed_at = time.monotonic()
+        second.kill()
+        second.replica_of = None  # the fix: no fixed --replicaof (it was the first master's port)
+        second.start()
+
+        def writable_master() -> int | None:
+            port = group.master_port()
+            if port is None:
+                return None
+            group.server_on(port).client().set("probe", "1")  # a replica answers READONLY
+            return port
+
+        port = wait_until(writable_master, 10, "no writable master within 10 s of the crash", interval=0.02)
+        writable_after = time.monotonic() - killed_at
+        wait_until(lambda: group.online_replicas(port) == 1, 40, "the other server never became its replica")
+        replicated_after = time.monotonic() - killed_at
+        master = group.server_on(port).client()
+        assert master.get("acknowledged") == "1"
+        for server in group.servers:
+            expected = "master" if server.port == port else "slave"
+            assert server.client().info("replication")["role"] == expected, server.port
+        what = "the Sentinels promoted the other server" if port != second.port else "it was the master again"
+        report_figure(
+            f"promoted master SIGKILLed and restarted at once: writable master after {writable_after:.1f}s "
+            f"({what}), the other server its replica after {replicated_after:.1f}s"
+        )
+    finally:
+        group.stop()

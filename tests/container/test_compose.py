@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -604,12 +605,13 @@ def test_ha_profile_survives_losing_the_redis_master(container_timings):
         t0 = time.monotonic()
         s.compose("--profile", "ha", "up", "--detach", "--wait", env=env, timeout=UP_TIMEOUT + 30)
         container_timings.append(("compose --profile ha up -d --wait", time.monotonic() - t0))
-        # The Sentinels know each other and the replica before the master is lost.
+        # The Sentinels know each other, and have made `redis-replica` a replica (no server starts
+        # with a fixed role), before the master is lost.
         deadline = time.monotonic() + 60
         while True:
             state = sentinel("master", SENTINEL_MASTER)
             fields = dict(zip(state[::2], state[1::2], strict=False))
-            if fields.get("num-other-sentinels") == "2" and fields.get("num-slaves") == "1":
+            if fields.get("num-other-sentinels") == "2" and _online_replicas(s, env, "redis") == ["redis-replica"]:
                 break
             assert time.monotonic() < deadline, f"the Sentinels never saw the whole group: {fields}"
             time.sleep(0.5)
@@ -666,4 +668,116 @@ def test_ha_profile_survives_losing_the_redis_master(container_timings):
                 ).stdout.strip()
                 assert restarts == "0", f"{service} restarted {restarts} time(s)"
     finally:
+        s.compose("--profile", "ha", "down", "--volumes", "--remove-orphans", "--timeout", "30", env=env, check=False)
+
+
+def _redis_cli(s: Stack, env: dict[str, str], host: str, *command: str, port: int = 6379) -> str:
+    """redis-cli in `sentinel-1` (the servers publish no port): its output, "" when it failed."""
+    r = s.compose(
+        "exec", "-T", "sentinel-1", "redis-cli", "-h", host, "-p", str(port), *command, env=env, check=False, timeout=30
+    )
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def _online_replicas(s: Stack, env: dict[str, str], host: str) -> list[str]:
+    """The replicas of `host` that finished their sync, as `host` reports them."""
+    info = _redis_cli(s, env, host, "info", "replication")
+    return re.findall(r"^slave\d+:ip=([^,]+),port=\d+,state=online", info, flags=re.MULTILINE)
+
+
+def test_ha_profile_crash_of_the_promoted_master(container_timings):
+    """Issue 19. After a first failover, the promoted master's redis-server is SIGKILLed inside its
+    container (compose restarts it). Before, it came back with its fixed `--replicaof redis` while
+    `redis` was its replica: two replicas of each other, no writable master for 26 s. Now no server
+    has a fixed role: a writable master within 10 s of the crash, the other server its replica. Then
+    the master is lost for good (`docker kill`, no restart): the Sentinels promote the other server
+    (a second failover of the group) within 10 s, and the lost one, started again, comes back as a
+    replica. The profile's own Sentinel settings (down-after-milliseconds 5000); servers only."""
+    _require_images()
+    _remove_stale_test_projects()
+    s = Stack(f"{PROJECT_PREFIX}{uuid.uuid4().hex[:10]}", free_port())
+    env = s.env(REDIS_SENTINEL_MASTER=SENTINEL_MASTER)
+    servers = ("redis", "redis-replica")
+    figures: list[tuple[str, float]] = []
+
+    def container(service: str) -> str:
+        [cid] = s.compose("ps", "--quiet", service, env=env).stdout.split()
+        return cid
+
+    def named_master() -> str | None:
+        answer = _redis_cli(s, env, "127.0.0.1", "sentinel", "get-master-addr-by-name", SENTINEL_MASTER, port=26379)
+        return answer.split()[0] if answer else None
+
+    def writable_master() -> str | None:
+        master = named_master()
+        return master if master and _redis_cli(s, env, master, "set", "probe", "1") == "OK" else None
+
+    def wait(predicate, timeout: float, message: str):
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            assert time.monotonic() < deadline, f"{message} (within {timeout:.0f}s)\n{s.logs()[-6000:]}"
+            time.sleep(0.1)
+        return value
+
+    def sentinels_know_each_other() -> bool:
+        state = _redis_cli(s, env, "127.0.0.1", "sentinel", "master", SENTINEL_MASTER, port=26379).split()
+        return dict(zip(state[::2], state[1::2], strict=False)).get("num-other-sentinels") == "2"
+
+    def other(server: str) -> str:
+        return next(name for name in servers if name != server)
+
+    try:
+        t0 = time.monotonic()
+        s.compose("--profile", "ha", "up", "--detach", "--wait", *servers, "sentinel-1", "sentinel-2", "sentinel-3",
+                  env=env, timeout=UP_TIMEOUT + 30)  # fmt: skip
+        figures.append(("ha servers: compose up -d --wait", time.monotonic() - t0))
+        wait(
+            lambda: _online_replicas(s, env, "redis") == ["redis-replica"],
+            60,
+            "the Sentinels never made redis-replica a replica",
+        )
+        figures.append(("ha servers: redis-replica a replica after compose up", time.monotonic() - t0))
+        wait(sentinels_know_each_other, 60, "the Sentinels never saw each other")
+
+        # The first failover: `redis` lost (not restarted), then started again.
+        lost = time.monotonic()
+        subprocess.run(["docker", "kill", container("redis")], check=True, capture_output=True, timeout=60)
+        wait(lambda: writable_master() == "redis-replica", 60, "the Sentinels never promoted redis-replica")
+        figures.append(("ha servers: first failover, writable master after the kill", time.monotonic() - lost))
+        s.compose("start", "redis", env=env, timeout=120)
+        wait(lambda: _online_replicas(s, env, "redis-replica") == ["redis"], 60, "redis never came back as a replica")
+        figures.append(("ha servers: first failover, redis back as a replica after the kill", time.monotonic() - lost))
+
+        # The crash of issue 19: the promoted master's redis-server SIGKILLed; compose restarts it.
+        assert _redis_cli(s, env, "redis-replica", "set", "acknowledged", "1") == "OK"
+        assert _redis_cli(s, env, "redis-replica", "wait", "1", "2000") == "1"
+        victim = container("redis-replica")
+        pid = int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", victim], check=True,
+                                 capture_output=True, text=True).stdout)  # fmt: skip
+        crashed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        master = wait(writable_master, 10, "no writable master after the promoted master's crash")
+        writable = time.monotonic() - crashed
+        wait(lambda: _online_replicas(s, env, master) == [other(master)], 60, "no replica after the crash")
+        replicated = time.monotonic() - crashed
+        restarts = subprocess.run(["docker", "inspect", "--format", "{{.RestartCount}}", victim], capture_output=True,
+                                  text=True).stdout.strip()  # fmt: skip
+        assert restarts == "1", f"compose did not restart redis-replica ({restarts})"
+        assert _redis_cli(s, env, master, "get", "acknowledged") == "1"
+        outcome = "promoted the other server" if master != "redis-replica" else "the restarted server is master again"
+        figures.append((f"ha servers: crash, writable master ({outcome})", writable))
+        figures.append(("ha servers: crash, the other server its replica", replicated))
+
+        # The second failover: the master lost for good, then started again.
+        lost = time.monotonic()
+        subprocess.run(["docker", "kill", container(master)], check=True, capture_output=True, timeout=60)
+        wait(lambda: writable_master() == other(master), 10, "no new master within 10 s of losing the master")
+        figures.append(("ha servers: second failover, writable master after the kill", time.monotonic() - lost))
+        s.compose("start", master, env=env, timeout=120)
+        wait(lambda: _online_replicas(s, env, other(master)) == [master], 60, f"{master} never came back as a replica")
+        figures.append((f"ha servers: second failover, {master} back as a replica", time.monotonic() - lost))
+        assert _redis_cli(s, env, other(master), "get", "acknowledged") == "1"
+    finally:
+        container_timings.extend(figures)
+        print("; ".join(f"{what}: {seconds:.1f}s" for what, seconds in figures))
         s.compose("--profile", "ha", "down", "--volumes", "--remove-orphans", "--timeout", "30", env=env, check=False)
