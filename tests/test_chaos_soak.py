@@ -135,7 +135,7 @@ class Chaos:
         time.sleep(self.rng.uniform(0, 1))
         self.warm_stop(self.rng.choice(SERVICES))
 
-    def sigkill_between_delivery_and_record(self) -> None:
+    def sigkill_between_delivery_and_record(self) -> str | None:
         """The channel delivers, then SIGKILLs the whole notification-service before it records."""
         process = self.stack.processes["notification-service"]
         self.killed_pids |= process_tree(process)
@@ -144,11 +144,12 @@ class Chaos:
             wait_until(lambda: not process.alive(), 10, "no delivery came")
         except AssertionError:
             self.channel.delete("chaos:kill-after-delivery")
-        self.killed_pids |= process_tree(process) if process.alive() else set()
+            return "SIGKILL between delivery and record (no delivery came within 10 s)"
         process.kill()  # the pool children left behind, if any
         self.restart("notification-service")
+        return None
 
-    def hard_time_limit_while_redis_is_down(self) -> None:
+    def hard_time_limit_while_redis_is_down(self) -> str | None:
         """A delivery hangs; Redis goes away before its hard time limit kills it, and comes back after."""
         hung_before = self.channel.scard("chaos:hung")
         self.channel.set("chaos:hang-next", 1)
@@ -156,11 +157,12 @@ class Chaos:
             wait_until(lambda: self.channel.scard("chaos:hung") > hung_before, 10, "no delivery came")
         except AssertionError:
             self.channel.delete("chaos:hang-next")
-            return
+            return "hard time limit while Redis is down (no delivery came within 10 s)"
         time.sleep(HARD_TIME_LIMIT - 3)
         self.restart_redis(5)
+        return None
 
-    def schedule(self) -> dict[str, Callable[[], None]]:
+    def schedule(self) -> dict[str, Callable[[], str | None]]:
         return {
             "worker SIGKILL": lambda: self.sigkill("worker"),
             "notification-service SIGKILL": lambda: self.sigkill("notification-service"),
@@ -181,8 +183,7 @@ class Chaos:
             time.sleep(self.rng.uniform(1, 4))
             self.check_alive()
             name = self.rng.choice(sorted(actions))
-            actions[name]()
-            self.faults[name] += 1
+            self.faults[actions[name]() or name] += 1  # an action may say it could not strike
         self.check_alive()
 
 

@@ -143,7 +143,17 @@ def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: s
     # setup_logging keeps Celery from configuring logging itself (docs: signals.setup_logging).
     configure_logging(node_prefix, settings.LOG_LEVEL, settings.LOG_FORMAT, settings.LOG_TASK_LINES)
     signals.setup_logging.connect(keep_service_logging, weak=False)
-    return run_celery(app, worker_argv(settings, queue, node_prefix))
+    stop_requested: list[str] = []
+    signals.worker_shutting_down.connect(lambda how="", **_: stop_requested.append(how), weak=False)
+    status = run_celery(app, worker_argv(settings, queue, node_prefix))
+    if status and "Warm" in stop_requested:
+        # A warm stop while the broker connection is down: kombu cannot hand the lost channel's
+        # messages back and raises on the way out ('NoneType' object has no attribute 'hostname',
+        # kombu#970, #582). The process still stopped as asked; Redis redelivers those messages after
+        # the visibility timeout and the orders' leases bring their steps back sooner.
+        logger.warning("warm stop with the broker unreachable (Celery exit status %d): stopped as asked", status)
+        return 0
+    return status
 
 
 def run_celery(app: Celery, arguments: list[str]) -> int:
