@@ -183,3 +183,18 @@ def test_a_worker_that_stops_making_progress_while_redis_answers_exits(services:
     finally:
         services.stop_all()
         server.stop()
+
+
+def test_the_stall_watchdog_lets_a_warm_stop_finish_a_long_task(
+    services: ServiceLauncher, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A warm stop removes the heartbeat file and waits for the running task: longer than
+    WORKER_STALL_SECONDS here, and still a clean stop."""
+    store = OrderStore(redis_server.client())
+    worker = services.start("worker", WORKER_STALL_SECONDS="10", WORKER_SIMULATED_WORK_SECONDS="16")
+    time.sleep(11)  # past the stall limit since the worker started
+    send_process_order(redis_server.celery_app(), place(store, "9" * 32))
+    wait_until(lambda: getattr(store.get("9" * 32), "status", None) == "processing", 15, "the task never started")
+    assert worker.terminate(timeout=40) == 0
+    assert completed(store, "9" * 32) is not None
+    assert "exiting to be restarted" not in worker.log()

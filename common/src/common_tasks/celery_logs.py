@@ -42,6 +42,7 @@ _REPORTS: tuple[tuple[str, Callable[[logging.LogRecord], str]], ...] = (
     ("consumer: Cannot connect to",
      lambda r: f"broker unreachable: {first_line(_args(r)[1])}; {first_line(_args(r)[2])}"),
     ("Temporarily reducing the prefetch count", lambda r: first_line(r.msg)),
+    ("Task handler raised error", lambda r: f"a pool process ended its task: {first_line(_args(r)[0])}"),
     ("Couldn't ack", lambda r: "a message could not be acknowledged (broker connection lost); Redis redelivers it"),
     ("Couldn't reject", lambda r: "a message could not be rejected (broker connection lost); Redis redelivers it"),
 )  # fmt: skip

@@ -10,8 +10,9 @@ contract. The decorator owns what every task needs around its business step:
   `common_tasks.celery_app.longest_countdown` of the visibility timeout; after that (or when the retry
   itself cannot be published) the attempt ends with one line, and the order's lease brings the step
   back (worker.reconciler);
-- small results: whatever a task raises crosses the prefork pool's pipe as a one-line summary,
-  never as a chain of tracebacks (a redis-py ConnectionError carries several);
+- small results: a retry ends the attempt normally (nothing but None crosses the prefork pool's
+  result pipe); only a bug raises, as a one-line TaskFailed without the chain of tracebacks that a
+  redis-py ConnectionError carries;
 - its one log line: the function returns its outcome (a string, or an `Outcome` with a level), which
   is logged once with the task's time; the line carries task, order and request ids (common_tasks.logs).
 """
@@ -69,18 +70,23 @@ def backoff_seconds(base: float, retries: int, longest: float) -> float:
 
 
 def retry_later(task: Task, reason: str, countdown: float, max_retries: int) -> Outcome:
-    """`task.retry` (which raises Retry) without the error's traceback chain: called outside any
-    `except` block, so that the Retry carries no context. While the retry cannot be published (the
-    broker is away: Celery would reject the message, with the publish error's traceback chain),
-    publishing is tried again for up to PUBLISH_PATIENCE seconds, which covers a broker restart;
-    then this attempt ends with one line, and the order's lease brings the step back."""
+    """Publish the task's retry and end this attempt normally, with one outcome line.
+
+    `task.retry(throw=False)` (Celery's documented variant) publishes the retry without raising
+    Retry: the attempt returns, so nothing but None crosses the prefork pool's result pipe (a Retry
+    or any exception crosses as billiard's ExceptionInfo, ~30 KB with its frames). While the retry
+    cannot be published (the broker is away, and Celery raises Reject with the publish error's
+    traceback chain), publishing is tried again for up to PUBLISH_PATIENCE seconds, which covers a
+    broker restart; then the attempt ends, and the order's lease brings the step back."""
     deadline = time.monotonic() + PUBLISH_PATIENCE
     while True:
         try:
-            task.retry(countdown=countdown, max_retries=max_retries, exc=TransientError(reason))
+            task.retry(countdown=countdown, max_retries=max_retries, exc=TransientError(reason), throw=False)
         except Reject as rejected:
             error = rejected.reason
             unpublished = summary(error) if isinstance(error, BaseException) else str(error)
+        else:
+            return Outcome(f"retry {task.request.retries + 1} in {countdown:.1f}s: {reason}", logging.WARNING)
         if time.monotonic() >= deadline:
             return Outcome(f"{reason}; its retry could not be published ({unpublished}), left to the lease")
         time.sleep(1.0)

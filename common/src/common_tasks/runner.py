@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 from celery import Celery, bootsteps, signals
 
+from common_tasks.celery_app import task_time_limit
 from common_tasks.config import WorkerSettings
 from common_tasks.logs import configure_logging
 from common_tasks.redis_state import redis_client
@@ -27,7 +28,10 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
     heartbeat_file = Path(path)
 
     class HeartbeatFile(bootsteps.StartStopStep):
-        """Touches the heartbeat file while the consumer runs; removes it on shutdown."""
+        """Touches the heartbeat file while the consumer runs (started once it consumes, so the
+        file is missing while it reconnects); removes it on shutdown."""
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def __init__(self, parent: object, **kwargs: object) -> None:
             super().__init__(parent, **kwargs)
@@ -50,49 +54,92 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
     app.steps["consumer"].add(HeartbeatFile)
 
 
-def install_stall_watchdog(app: Celery, settings: WorkerSettings) -> None:
+class StallWatchdog:
     """A stuck worker is a dead worker: a thread of the main process that ends it (exit status 1,
-    one CRITICAL line) when the heartbeat file has not moved for WORKER_STALL_SECONDS of the broker
-    answering all along. A worker waiting for a broker that is away keeps running (and Celery waits
-    up to 30 s between two reconnection attempts, which the default allows for); one whose consumer
-    stopped (an unrecoverable error it did not exit on, a warm stop that does not end) is restarted
-    by whatever supervises it (compose's `restart`, Kubernetes, `./dev up`)."""
-    heartbeat_file = Path(settings.WORKER_HEARTBEAT_FILE)
-    limit = settings.WORKER_STALL_SECONDS
-    broker = redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER)
+    one CRITICAL line) when
+    - the heartbeat file has not moved (or has been missing: the consumer is not running) for
+      `limit` seconds of the broker answering all along: a consumer that never came back. A worker
+      waiting for a broker that is away keeps running, and Celery waits up to 30 s between two
+      reconnection attempts, which the default (60 s) allows for;
+    - or a stop has not ended after `stop_limit` seconds (the longest task and `limit` more), e.g. a
+      stop after an unrecoverable error that hangs.
+    Whatever supervises the process (compose's `restart`, Kubernetes) then starts it again."""
 
-    def last_beat(started: float) -> float:
-        try:
-            return heartbeat_file.stat().st_mtime
-        except FileNotFoundError:
-            return started
+    def __init__(self, heartbeat_file: Path, limit: float, stop_limit: float, broker: redis.Redis) -> None:
+        self.heartbeat_file = heartbeat_file
+        self.limit = limit
+        self.stop_limit = stop_limit
+        self.broker = broker
+        self.stopping_since: float | None = None
+        self._answering_since: float | None = None
+        self._missing_since: float | None = None
 
-    def broker_answers() -> bool:
+    def stopping(self, **_: object) -> None:
+        self.stopping_since = self.stopping_since or time.time()
+
+    def _broker_answers(self) -> bool:
         try:
-            return bool(broker.ping())
+            return bool(self.broker.ping())
         except (redis.RedisError, OSError, ValueError):
             return False
 
-    def watch() -> None:
-        started = time.time()
-        answering_since: float | None = None
+    def _last_beat(self, now: float) -> float:
+        try:
+            beat = self.heartbeat_file.stat().st_mtime
+        except FileNotFoundError:
+            self._missing_since = self._missing_since or now
+            return self._missing_since
+        self._missing_since = None
+        return beat
+
+    def verdict(self) -> str | None:
+        """Why the worker must end now, or None."""
+        now = time.time()
+        if self.stopping_since is not None:
+            if now - self.stopping_since > self.stop_limit:
+                return f"a stop still not ended after {now - self.stopping_since:.0f}s"
+            return None
+        last_beat = self._last_beat(now)
+        if not self._broker_answers():
+            self._answering_since = None
+            return None
+        self._answering_since = self._answering_since or now
+        stalled = now - max(last_beat, self._answering_since)
+        if stalled > self.limit:
+            return f"no progress for {stalled:.0f}s while the broker answers"
+        return None
+
+    def watch(self) -> None:
         while True:
-            time.sleep(min(5.0, limit / 4))
-            if not broker_answers():
-                answering_since = None
-                continue
-            answering_since = answering_since or time.time()
-            stalled = time.time() - max(last_beat(started), answering_since)
-            if stalled > limit:
-                logger.critical("no progress for %.0fs while the broker answers: exiting to be restarted", stalled)
+            time.sleep(min(5.0, self.limit / 4))
+            reason = self.verdict()
+            if reason:
+                logger.critical("%s: exiting to be restarted", reason)
                 logging.shutdown()
                 os._exit(1)
 
-    class StallWatchdog(bootsteps.StartStopStep):
-        def start(self, worker: object) -> None:
-            threading.Thread(target=watch, name="stall-watchdog", daemon=True).start()
 
-    app.steps["worker"].add(StallWatchdog)
+def install_stall_watchdog(app: Celery, settings: WorkerSettings) -> None:
+    watchdog = StallWatchdog(
+        Path(settings.WORKER_HEARTBEAT_FILE),
+        settings.WORKER_STALL_SECONDS,
+        task_time_limit(settings.CELERY_VISIBILITY_TIMEOUT) + settings.WORKER_STALL_SECONDS,
+        redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER),
+    )
+    # A warm stop (SIGTERM) removes the heartbeat file and waits for running tasks: from then on
+    # only the stop's own bound applies.
+    signals.worker_shutting_down.connect(watchdog.stopping, weak=False)
+
+    class StallWatchdogStep(bootsteps.StartStopStep):
+        def start(self, worker: object) -> None:
+            threading.Thread(target=watchdog.watch, name="stall-watchdog", daemon=True).start()
+
+        def stop(self, worker: object) -> None:
+            watchdog.stopping()
+
+        terminate = stop
+
+    app.steps["worker"].add(StallWatchdogStep)
 
 
 def install_worker_steps(app: Celery, settings: WorkerSettings) -> None:

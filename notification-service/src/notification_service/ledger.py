@@ -20,7 +20,8 @@ write with it, and a confirmation whose claim or delivery record was lost would 
 With `replicas` (1 on a Sentinel ledger), every claim and record waits for that many replicas
 (Redis WAIT, on the connection that wrote it). If the connection drops meanwhile, or the replicas
 do not answer in time and the Sentinels now name another master (the one written to was deposed),
-the write is made again on the master the Sentinels name, for up to `failover_seconds`. Replicas
+the write is made again on the master the Sentinels name, for up to `failover_seconds` (a
+delivery record: until it lands); so is any write whose connection failed, on a single Redis too. Replicas
 that are behind or gone do not stop deliveries: the master the Sentinels name holds the write.
 """
 
@@ -133,10 +134,11 @@ class DeliveryLedger:
 
     def _write(self, script: str, keys: list[str], args: list[Any], until_landed: bool = False) -> Any:
         """Run one idempotent script; with replicas, WAIT for them on the same connection. While the
-        connection fails, write again: for `failover_seconds` with replicas, for as long as it takes
+        connection fails, write the same again (the same token: a claim whose reply was lost is not
+        taken for an abandoned attempt later): for `failover_seconds`, or for as long as it takes
         with `until_landed` (a delivery that happened must be recorded; the attempt's hard time
-        limit is the bound), else not at all."""
-        patience = math.inf if until_landed else self.failover_seconds if self.replicas else 0.0
+        limit is the bound)."""
+        patience = math.inf if until_landed else self.failover_seconds
         deadline = time.monotonic() + patience
         while True:
             try:

@@ -73,5 +73,5 @@ def register_notification_tasks(
         ledger.release(order_id, token)
         backoff = settings.NOTIFICATION_RETRY_BACKOFF_SECONDS
         countdown = backoff_seconds(backoff, retries, settings.longest_retry_countdown)
-        # Celery logs the retry as this task's one line: "Retry in <countdown>s: <error>".
+        # The retry is this attempt's one line: "retry <n> in <countdown>s: <error>".
         return retry_later(self, transient, countdown, settings.NOTIFICATION_MAX_RETRIES)
