@@ -88,8 +88,17 @@ def retry_later(task: Task, reason: str, countdown: float, max_retries: int) -> 
         else:
             return Outcome(f"retry {task.request.retries + 1} in {countdown:.1f}s: {reason}", logging.WARNING)
         if time.monotonic() >= deadline:
-            return Outcome(f"{reason}; its retry could not be published ({unpublished}), left to the lease")
+            message = f"{reason}; its retry could not be published ({unpublished}), left to the lease"
+            return Outcome(message, logging.WARNING)
         time.sleep(1.0)
+
+
+def retry_transient(task: Task, reason: str, longest: float) -> Outcome:
+    """The outcome of an attempt that met a transient broker or store error: its retry, or, after
+    MAX_RETRIES, the step left to the order's lease."""
+    if task.request.retries >= MAX_RETRIES:
+        return Outcome(f"gave up after {task.request.retries} retries, left to the lease: {reason}", logging.WARNING)
+    return retry_later(task, reason, backoff_seconds(1.0, task.request.retries, longest), MAX_RETRIES)
 
 
 def only_payload(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -115,29 +124,18 @@ def contract_task(
                 logger.error("rejected message %s: %s", self.request.id, violation)
                 return
             started = time.perf_counter()
-            transient: str | None = None
             try:
                 outcome = function(self, payload)
             except (Retry, Ignore, Reject):
-                raise  # the function's own decision (e.g. a retry through retry_later)
+                raise  # the function's own decision
             except TRANSIENT_ERRORS as error:
-                transient = summary(error)
+                outcome = retry_transient(self, summary(error), longest_countdown(visibility_timeout))
             except Exception as error:  # a bug: its traceback is logged here only
                 logger.exception("task failed: %s", summary(error))
-                failure = summary(error)
-            else:
-                if isinstance(outcome, str):
-                    outcome = Outcome(outcome)
-                logger.log(outcome.level, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
-                return
-            if transient is None:
-                raise TaskFailed(failure)
-            if self.request.retries >= MAX_RETRIES:
-                outcome = Outcome(f"gave up after {self.request.retries} retries, left to the lease: {transient}")
-            else:
-                countdown = backoff_seconds(1.0, self.request.retries, longest_countdown(visibility_timeout))
-                outcome = retry_later(self, transient, countdown, MAX_RETRIES)
-            logger.log(logging.WARNING, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
+                raise TaskFailed(summary(error)) from None
+            if isinstance(outcome, str):
+                outcome = Outcome(outcome)
+            logger.log(outcome.level, "%s (%.3fs)", outcome.message, time.perf_counter() - started)
 
         return task  # type: ignore[no-any-return]
 
