@@ -6,7 +6,7 @@ in a Redis that the soak never restarts (CHAOS_CHANNEL_REDIS_URL), as a provider
   `chaos:senders:<key>` (list): the pid of the process that made each;
 - `chaos:killed-after-delivery` (set): keys whose delivery was followed by a SIGKILL of the whole
   service before it could record it (the one case only the receiver's idempotency covers);
-- `chaos:hung` (set): keys of attempts that hung until their pool process was killed.
+- `chaos:hung` (set): keys of attempts that hung until the service interrupted them.
 The soak arms the two faults with `chaos:kill-after-delivery` and `chaos:hang-next`.
 """
 
@@ -29,7 +29,7 @@ class CountingChannel:
     def send(self, confirmation: SendOrderConfirmation, *, idempotency_key: str, timeout: float, **_: Any) -> str:
         if self.redis.getdel("chaos:hang-next"):
             self.redis.sadd("chaos:hung", idempotency_key)
-            time.sleep(3600)  # until the attempt's hard time limit kills this process
+            time.sleep(3600)  # a channel that ignores its timeout: the service's bound interrupts it
         pipe = self.redis.pipeline()
         pipe.hincrby("chaos:sends", idempotency_key, 1)
         pipe.rpush(f"chaos:senders:{idempotency_key}", os.getpid())

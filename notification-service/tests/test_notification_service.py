@@ -238,3 +238,18 @@ def test_retry_limits_above_celerys_default_are_honoured(
     assert [o["outcome"] for o in outcomes(redis_client)] == ["failed"]
     assert service.log().count("confirmation failed after 12 retries") == 1
     assert redis_server.client(3).get(f"scripted-channel:attempts:{'7' * 32}") == "13"
+
+
+def test_a_channel_call_that_ignores_its_timeout_is_interrupted() -> None:
+    from notification_service.channels import ChannelTimeout, at_most
+
+    started = time.monotonic()
+    try:
+        with at_most(0.2):
+            time.sleep(5)
+    except ChannelTimeout:
+        pass
+    else:
+        raise AssertionError("the call was not interrupted")
+    assert time.monotonic() - started < 2
+    time.sleep(0.3)  # no alarm left behind

@@ -16,7 +16,6 @@ from pathlib import Path
 import redis
 from celery import Celery, bootsteps, signals
 
-from common_tasks.celery_app import task_time_limit
 from common_tasks.config import WorkerSettings
 from common_tasks.logs import configure_logging
 from common_tasks.redis_state import redis_client
@@ -56,26 +55,45 @@ def install_heartbeat(app: Celery, path: str, interval: float) -> None:
 
 class StallWatchdog:
     """A stuck worker is a dead worker: a thread of the main process that ends it (exit status 1,
-    one CRITICAL line) when
+    one CRITICAL line) when, with the broker answering all along,
     - the heartbeat file has not moved (or has been missing: the consumer is not running) for
-      `limit` seconds of the broker answering all along: a consumer that never came back. A worker
-      waiting for a broker that is away keeps running, and Celery waits up to 30 s between two
-      reconnection attempts, which the default (60 s) allows for;
-    - or a stop has not ended after `stop_limit` seconds (the longest task and `limit` more), e.g. a
-      stop after an unrecoverable error that hangs.
-    Whatever supervises the process (compose's `restart`, Kubernetes) then starts it again."""
+      `limit` seconds: a consumer that never came back (Celery waits up to 30 s between two
+      reconnection attempts, which the default, 60 s, allows for);
+    - or no message has been taken for `longest_task` + `limit` seconds while the worker's queue
+      holds some: a consumer that runs but no longer consumes (celery#8030, #8082; or every pool
+      process held by a task whose time limit Celery dropped on a reconnect: Celery 5.6.3 clears
+      its event loop's timers on a connection error);
+    - or a stop has not ended after `longest_task` + `limit` seconds (a stop after an unrecoverable
+      error that hangs).
+    A worker waiting for a broker that is away keeps running. Whatever supervises the process
+    (compose's `restart`, Kubernetes) starts it again."""
 
-    def __init__(self, heartbeat_file: Path, limit: float, stop_limit: float, broker: redis.Redis) -> None:
+    def __init__(
+        self, heartbeat_file: Path, queue: str, limit: float, longest_task: float, broker: redis.Redis
+    ) -> None:
         self.heartbeat_file = heartbeat_file
+        self.queue = queue
         self.limit = limit
-        self.stop_limit = stop_limit
+        self.idle_limit = longest_task + limit
         self.broker = broker
         self.stopping_since: float | None = None
+        self.last_received = time.time()
         self._answering_since: float | None = None
         self._missing_since: float | None = None
 
     def stopping(self, **_: object) -> None:
         self.stopping_since = self.stopping_since or time.time()
+
+    def received(self, **_: object) -> None:
+        self.last_received = time.time()
+
+    def _waiting(self) -> int:
+        """Messages waiting in the worker's queue (a Redis list named after it: Celery's docs,
+        Monitoring, "Inspecting queues")."""
+        try:
+            return int(self.broker.llen(self.queue))
+        except (redis.RedisError, OSError, ValueError):
+            return 0
 
     def _broker_answers(self) -> bool:
         try:
@@ -96,7 +114,7 @@ class StallWatchdog:
         """Why the worker must end now, or None."""
         now = time.time()
         if self.stopping_since is not None:
-            if now - self.stopping_since > self.stop_limit:
+            if now - self.stopping_since > self.idle_limit:
                 return f"a stop still not ended after {now - self.stopping_since:.0f}s"
             return None
         last_beat = self._last_beat(now)
@@ -107,6 +125,9 @@ class StallWatchdog:
         stalled = now - max(last_beat, self._answering_since)
         if stalled > self.limit:
             return f"no progress for {stalled:.0f}s while the broker answers"
+        idle = now - max(self.last_received, self._answering_since)
+        if idle > self.idle_limit and (waiting := self._waiting()):
+            return f"no message taken for {idle:.0f}s while {waiting} wait in {self.queue}"
         return None
 
     def watch(self) -> None:
@@ -119,16 +140,18 @@ class StallWatchdog:
                 os._exit(1)
 
 
-def install_stall_watchdog(app: Celery, settings: WorkerSettings) -> None:
+def install_stall_watchdog(app: Celery, settings: WorkerSettings, queue: str, longest_task: float) -> None:
     watchdog = StallWatchdog(
         Path(settings.WORKER_HEARTBEAT_FILE),
+        queue,
         settings.WORKER_STALL_SECONDS,
-        task_time_limit(settings.CELERY_VISIBILITY_TIMEOUT) + settings.WORKER_STALL_SECONDS,
+        longest_task,
         redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER),
     )
     # A warm stop (SIGTERM) removes the heartbeat file and waits for running tasks: from then on
     # only the stop's own bound applies.
     signals.worker_shutting_down.connect(watchdog.stopping, weak=False)
+    signals.task_received.connect(watchdog.received, weak=False)
 
     class StallWatchdogStep(bootsteps.StartStopStep):
         def start(self, worker: object) -> None:
@@ -142,11 +165,12 @@ def install_stall_watchdog(app: Celery, settings: WorkerSettings) -> None:
     app.steps["worker"].add(StallWatchdogStep)
 
 
-def install_worker_steps(app: Celery, settings: WorkerSettings) -> None:
+def install_worker_steps(app: Celery, settings: WorkerSettings, queue: str, longest_task: float) -> None:
     """What every worker of this app runs besides Celery's own steps, whether started by the
-    service's console script or by `celery -A <module> worker`."""
+    service's console script or by `celery -A <module> worker`: `queue` is the one it consumes,
+    `longest_task` the longest any of its tasks may run (seconds)."""
     install_heartbeat(app, settings.WORKER_HEARTBEAT_FILE, settings.WORKER_HEARTBEAT_INTERVAL)
-    install_stall_watchdog(app, settings)
+    install_stall_watchdog(app, settings, queue, longest_task)
 
 
 def node_name(prefix: str) -> str:

@@ -8,6 +8,7 @@ from celery import Celery
 
 from common_tasks.celery_app import create_celery_app
 from common_tasks.runner import install_worker_steps
+from common_tasks.tasks import NOTIFICATIONS_QUEUE
 from notification_service.channels import load_channel
 from notification_service.ledger import DeliveryLedger
 from notification_service.settings import NotificationSettings
@@ -31,5 +32,5 @@ def create_notification_app(settings: NotificationSettings) -> Celery:
         )
         raise SystemExit(2) from None
     register_notification_tasks(app, settings, ledger, channel)
-    install_worker_steps(app, settings)
+    install_worker_steps(app, settings, NOTIFICATIONS_QUEUE, settings.delivery_time_limit)
     return app

@@ -14,6 +14,10 @@ where the attribute is a class or function called with no arguments that returns
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from common_tasks.schemas import SendOrderConfirmation
@@ -42,6 +46,32 @@ class LogChannel:
 
     def send(self, confirmation: SendOrderConfirmation, *, idempotency_key: str = "", timeout: float = 0) -> str:
         return f"to {masked(confirmation.customer_email)}: total {confirmation.total}"
+
+
+class ChannelTimeout(TimeoutError):
+    """The channel's call outlasted its timeout (a transient failure)."""
+
+
+@contextmanager
+def at_most(seconds: float) -> Iterator[None]:
+    """Interrupt the block with ChannelTimeout after `seconds` (SIGALRM, in a pool process's main
+    thread; elsewhere the block runs unbounded). Channels time out by themselves; this bounds one
+    that does not, whatever Celery's own time limits are doing (a broker reconnect suspends them),
+    and only around the channel's call, never while the task's result crosses the pool's pipe."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise ChannelTimeout(f"no answer from the channel within {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def load_channel(spec: str) -> NotificationChannel:

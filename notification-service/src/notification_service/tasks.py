@@ -11,7 +11,7 @@ from common_tasks.celery_logs import summary
 from common_tasks.handlers import Outcome, backoff_seconds, contract_task, retry_later
 from common_tasks.schemas import RecordNotification, SendOrderConfirmation
 from common_tasks.tasks import SEND_ORDER_CONFIRMATION, send_record_notification
-from notification_service.channels import NotificationChannel, TransientChannelError
+from notification_service.channels import NotificationChannel, TransientChannelError, at_most
 from notification_service.ledger import DeliveryLedger, new_attempt
 from notification_service.settings import NotificationSettings
 
@@ -54,7 +54,9 @@ def register_notification_tasks(
             report(order_id, "failed", reason)
             return Outcome(f"order {order_id}: confirmation failed: {reason}", logging.ERROR)
         try:
-            receipt = channel.send(confirmation, idempotency_key=order_id, timeout=settings.delivery_timeout)
+            # The channel's own timeout, and a bound one second later in case it ignores it.
+            with at_most(settings.delivery_timeout + 1):
+                receipt = channel.send(confirmation, idempotency_key=order_id, timeout=settings.delivery_timeout)
         except TRANSIENT_DELIVERY_ERRORS as error:
             transient = summary(error)
         except Exception as error:  # noqa: BLE001 - any other channel error is permanent
