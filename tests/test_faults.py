@@ -320,6 +320,26 @@ def test_redis_restart_with_tasks_running_lets_them_finish(services: ServiceLaun
     )
 
 
+def test_warm_stop_while_redis_is_away_is_a_clean_stop(services: ServiceLauncher, aof_redis: RedisServer) -> None:
+    """SIGTERM to a worker that is reconnecting, with a task's message in hand: kombu raises on the
+    way out (it cannot hand the message back); the worker still stops as asked, with status 0, and
+    the order is finished by the next worker."""
+    env = {"WORKER_SIMULATED_WORK_SECONDS": "2", "RECONCILE_AFTER_SECONDS": "3", "RECONCILE_INTERVAL_SECONDS": "1"}
+    stack = stack_on(services, aof_redis).start(**env)
+    order_id = stack.post_order()
+    wait_until(lambda: stack.order(order_id)["status"] == "processing", 15, "the order never started")
+    aof_redis.stop()
+    time.sleep(3)  # the task has ended; the worker is reconnecting
+    started = time.monotonic()
+    assert stack.processes["worker"].terminate(timeout=60) == 0
+    took = time.monotonic() - started
+    assert "stopped as asked" in worker_logs(stack) or "Warm shutdown" in worker_logs(stack)
+    aof_redis.start()
+    stack.launcher.start("worker", **env)
+    stack.audit([order_id], timeout=60)
+    report_figure(f"warm stop while Redis was away: exit 0 after {took:.1f}s; the order finished by the next worker")
+
+
 def test_broker_outage_of_a_minute_under_load(services: ServiceLauncher, aof_redis: RedisServer) -> None:
     outage = float(os.environ.get("OUTAGE_SECONDS", "60"))
     stack = stack_on(services, aof_redis).start(WORKER_SIMULATED_WORK_SECONDS="0.05")

@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 from celery import Celery, bootsteps, signals
 
+from common_tasks.celery_logs import summary
 from common_tasks.config import WorkerSettings
 from common_tasks.logs import configure_logging
 from common_tasks.redis_state import redis_client
@@ -216,13 +217,20 @@ def run_worker(app: Celery, settings: WorkerSettings, queue: str, node_prefix: s
     signals.setup_logging.connect(keep_service_logging, weak=False)
     stop_requested: list[str] = []
     signals.worker_shutting_down.connect(lambda how="", **_: stop_requested.append(how), weak=False)
-    status = run_celery(app, worker_argv(settings, queue, node_prefix))
+    try:
+        status = run_celery(app, worker_argv(settings, queue, node_prefix))
+    except Exception as error:
+        if "Warm" not in stop_requested:
+            raise
+        status, failure = 1, summary(error)
+    else:
+        failure = f"Celery's exit status {status}"
     if status and "Warm" in stop_requested:
         # A warm stop while the broker connection is down: kombu cannot hand the lost channel's
         # messages back and raises on the way out ('NoneType' object has no attribute 'hostname',
         # kombu#970, #582). The process still stopped as asked; Redis redelivers those messages after
         # the visibility timeout and the orders' leases bring their steps back sooner.
-        logger.warning("warm stop with the broker unreachable (Celery exit status %d): stopped as asked", status)
+        logger.warning("warm stop with the broker unreachable (%s): stopped as asked", failure)
         return 0
     return status
 
