@@ -5,7 +5,7 @@ from pathlib import Path
 
 import redis
 
-from common_tasks.runner import StallWatchdog
+from common_tasks.watchdog import StallWatchdog
 
 
 def watchdog(tmp_path: Path, client: redis.Redis) -> StallWatchdog:
