@@ -112,9 +112,9 @@ def celery_config(settings: CommonSettings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Retries waiting in a worker's timer (each holds its message unacknowledged) stay few.
         "worker_eta_task_limit": ETA_TASK_LIMIT,
-        # A broker connection loss never stops a running task: it finishes; its acknowledgement fails
-        # on the lost connection and Redis redelivers the message, which then finds the order's step
-        # done. Terminating it instead could stop a confirmation between delivery and its record.
+        # A broker connection loss never stops a running task: it finishes and is acknowledged once
+        # Redis is back (or, if it finishes while Redis is away, redelivered later to find the
+        # order's step done). Terminating it could stop a confirmation between delivery and record.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_default_queue": ORDERS_QUEUE,

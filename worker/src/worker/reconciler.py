@@ -7,8 +7,8 @@ could not be published, a pool process killed at its time limit), leaves the lea
 loop, every `RECONCILE_INTERVAL_SECONDS`, reads only the expired leases (the index by time: a pass
 costs what it finds), renews each (atomically, so that two workers never both re-send it) and sends
 its next step again. It never looks at the broker: an order whose message still waits in a queue
-longer than `RECONCILE_AFTER_SECONDS` is sent twice, and the second copy finds the step done (every
-task is idempotent per order_id).
+when its lease expires is sent again, once per lease, and each copy finds the step done (every task
+is idempotent per order_id).
 """
 
 from __future__ import annotations
