@@ -1,14 +1,16 @@
-# checks.<system>: each package (its own pytest run), the cross-service tests, every image and
-# load-images (so `nix flake check` builds them; the images' packages skip tests, run here once),
-# the locked versions and formatting.
+# checks.<system>: each package (its own pytest run), the cross-service tests, the locked versions
+# (at evaluation), formatting, and the images: each one's stream, and the VM test that runs them
+# (x86_64-linux). The images' packages skip their tests: they run here, once.
 {
   pkgs,
   pythonPackages,
   images,
+  versions,
+  vmTest,
 }:
 let
   inherit (pkgs) lib;
-  inherit (pythonPackages) python tested untested;
+  inherit (pythonPackages) python tested;
   ps = python.pkgs;
 
   # Every distribution importable (applications become Python modules through toPythonModule).
@@ -17,16 +19,13 @@ let
   # With pytest and pyyaml (the consistency and fault tests read docker-compose.yml),
   # kubernetes-validate (tests/test_kubernetes.py) and flower (tests/test_flower.py runs it);
   # tests/ does not use hypothesis.
-  testEnv = python.withPackages (
-    _:
-    modulesOf tested
-    ++ [
-      ps.pytest
-      ps.pyyaml
-      ps.kubernetes-validate
-      ps.flower
-    ]
-  );
+  testModules = modulesOf tested ++ [
+    ps.pytest
+    ps.pyyaml
+    ps.kubernetes-validate
+    ps.flower
+  ];
+  testEnv = python.withPackages (_: testModules);
 
   # Only the files the cross-service tests read.
   integrationSrc = lib.fileset.toSource {
@@ -38,6 +37,11 @@ let
       ../flake.nix
       # Every distribution's pyproject.toml (and the root one).
       (lib.fileset.fileFilter (file: file.name == "pyproject.toml") ../.)
+      # tests/test_locked_versions.py: the lock against nix/nixpkgs-versions.toml and lock-rules.
+      ../requirements.lock
+      ../requirements.in
+      # ... and the record's nixpkgs revision against flake.lock.
+      ../flake.lock
       # The scripted notification channels that the fault tests plug in.
       ../notification-service/tests/scripted_channels.py
       (lib.fileset.maybeMissing ../docker-compose.yml)
@@ -78,33 +82,19 @@ let
     '';
   };
 
-  # The Python distributions the images ship (same versions as the tested ones) against
-  # requirements.lock, so the lock describes what runs in production.
-  imagePackages = lib.filter (name: untested ? ${name}) (
-    lib.mapAttrsToList (_: image: image.package) (lib.importTOML ./images.toml).images
-  );
-  imageEnv = python.withPackages (_: map (name: ps.toPythonModule untested.${name}) imagePackages);
-  locked-versions = pkgs.stdenvNoCC.mkDerivation {
-    name = "celery-stack-locked-versions";
-    src = lib.fileset.toSource {
-      root = ../.;
-      fileset = lib.fileset.unions [
-        ../requirements.lock
-        ./lock_check.py
-      ];
-    };
-    # The services' environment, then each Python environment an image ships as it is (flower).
-    buildCommand = ''
-      cd "$src"
-      ${imageEnv}/bin/python nix/lock_check.py requirements.lock
-    ''
-    + lib.concatMapStrings (env: "${env}/bin/python nix/lock_check.py requirements.lock\n") (
-      lib.attrValues images.pythonEnvironments
-    )
-    + ''
-      touch "$out"
-    '';
-  };
+  # nix/nixpkgs-versions.toml against the flake's own evaluation (nix/versions.nix), compared
+  # while the check is instantiated: a drift fails `nix flake check` in seconds, before any build,
+  # one line per difference (`nix flake show` still lists the check).
+  locked-versions = pkgs.runCommand "celery-stack-locked-versions" {
+    mismatches =
+      if versions.mismatches == [ ] then
+        "none"
+      else
+        throw (
+          "nix/nixpkgs-versions.toml differs from what the flake ships:\n"
+          + lib.concatLines versions.mismatches
+        );
+  } "touch $out";
 
   nixSrc = lib.fileset.toSource {
     root = ../.;
@@ -125,11 +115,16 @@ let
     '';
   };
 
+in
+{
+  # For nix/versions.nix: the Python modules of the integration check's environment.
+  environments."check/integration" = testModules;
+
   checks =
-    pythonPackages.packages
-    // images.packages
+    tested
+    // lib.mapAttrs' (key: lib.nameValuePair "${key}-image") images.streams
     // {
       inherit integration locked-versions formatting;
-    };
-in
-checks
+    }
+    // lib.optionalAttrs (vmTest != null) { images-vm = vmTest; };
+}

@@ -1,8 +1,9 @@
-# devShells.default: Python 3.13 with every dependency and every distribution of the tree installed in
-# editable mode from the working tree (edits apply without a rebuild; console scripts and the
-# pytest plugin included), plus redis, ruff, nixfmt, docker-compose, git (the shellHook finds the
-# repository root with it), procps (tests/test_faults.py calls pgrep) and kustomize
-# (tests/test_kubernetes.py; `kubectl apply -k` needs no separate one).
+# devShells.default (every system, macOS included): Python 3.13 with every dependency and every
+# distribution of the tree installed in editable mode from the working tree (edits apply without a
+# rebuild; console scripts and the pytest plugin included), plus redis, ruff, nixfmt, docker (the
+# CLI with its compose plugin, using the user's own ~/.docker: contexts and credentials stay
+# theirs), honcho, git (the shellHook finds the repository root with it), procps
+# (tests/test_faults.py calls pgrep) and kustomize (tests/test_kubernetes.py).
 { pkgs, pythonPackages }:
 let
   inherit (pkgs) lib;
@@ -38,37 +39,32 @@ let
   ]
   ++ lib.attrValues editables;
 in
-pkgs.mkShell {
-  packages = [
-    (python.withPackages (_: devModules))
-    pkgs.redis
-    pkgs.ruff
-    pkgs.nixfmt
-    pkgs.docker-compose
-    # ./dev up runs the Procfile with it.
-    pkgs.honcho
-    pkgs.git
-    pkgs.procps
-    pkgs.kustomize
-  ];
+{
+  # For nix/versions.nix.
+  environments.dev-shell = devModules;
 
-  shellHook = ''
-    export CELERY_STACK_ROOT="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
-    # The host's docker looks for CLI plugins in $DOCKER_CONFIG/cli-plugins, not in PATH: use a
-    # copy of the user's config beside nixpkgs' compose plugin, so `docker compose` works.
-    user_config="''${DOCKER_CONFIG:-$HOME/.docker}/config.json"
-    export DOCKER_CONFIG="$CELERY_STACK_ROOT/.dev-state/docker"
-    mkdir -p "$DOCKER_CONFIG/cli-plugins"
-    ln -sfn ${pkgs.docker-compose}/libexec/docker/cli-plugins/docker-compose "$DOCKER_CONFIG/cli-plugins/"
-    if [ -f "$user_config" ] && [ "$user_config" != "$DOCKER_CONFIG/config.json" ]; then
-      cp -u "$user_config" "$DOCKER_CONFIG/config.json"
-    fi
-    unset user_config
-    echo "celery-stack (Python ${python.version}; packages editable from $CELERY_STACK_ROOT)"
-    echo "  ./dev up                   run the stack"
-    echo "  ./dev test                 run the tests"
-    echo "  nix build .#worker-image   build an image (likewise the other *-image packages)"
-    echo "  nix run .#load-images      load all images into Docker"
-    echo "  docker compose up          run the stack from the loaded images"
-  '';
+  shell = pkgs.mkShell {
+    packages = [
+      (python.withPackages (_: devModules))
+      pkgs.redis
+      pkgs.ruff
+      pkgs.nixfmt
+      # nixpkgs' docker CLI finds its compose plugin in its own store path (no DOCKER_CONFIG needed).
+      pkgs.docker-client
+      # ./dev up runs the Procfile with it.
+      pkgs.honcho
+      pkgs.git
+      pkgs.procps
+      pkgs.kustomize
+    ];
+
+    shellHook = ''
+      export CELERY_STACK_ROOT="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
+      echo "celery-stack (Python ${python.version}; packages editable from $CELERY_STACK_ROOT)"
+      echo "  ./dev up                   run the stack"
+      echo "  ./dev test                 run the tests"
+      echo "  nix run .#load-images      build and load all images into Docker (Linux builder needed on macOS)"
+      echo "  docker compose up          run the stack from the loaded images"
+    '';
+  };
 }

@@ -1,52 +1,71 @@
 # OCI images: one per [images.<key>] entry of images.toml, the single source of truth (shared
-# with docker-compose.yml), all built by `mkImage`. Packages: <key>-image and load-images.
-{ pkgs, pythonPackages }:
+# with docker-compose.yml), all from one argument set (`imageArgs`).
+#   packages: <key>-image (a .tar.gz, `docker load < result`), load-images (also the default)
+#   apps: load-images, push-images (skopeo, to a registry named on the command line)
+#   streams: the same images as streaming scripts (checks and the VM test run them)
+# Each image is tagged `tag` (what compose and Kubernetes name) and `tag-<revision>`, and labelled
+# with the git revision it was built from.
+{
+  pkgs,
+  pythonPackages,
+  # self.rev (or self.dirtyRev) and self.shortRev (or self.dirtyShortRev) of the flake
+  revision,
+  shortRevision,
+}:
 let
   inherit (pkgs) dockerTools lib;
   spec = builtins.fromTOML (builtins.readFile ./images.toml);
   uid = toString spec.uid;
   gid = toString spec.gid;
+  revisionTag = "${spec.tag}-${shortRevision}";
 
-  # /etc/passwd and /etc/group with root, nobody and the non-root user the containers run as.
+  # /etc/passwd and /etc/group with root, nobody and the non-root user the containers run as (by
+  # number: a runtime can check runAsNonRoot without reading /etc/passwd).
   nss = dockerTools.fakeNss.override {
-    extraPasswdLines = [ "${spec.user}:x:${uid}:${gid}::/var/empty:/bin/sh" ];
+    extraPasswdLines = [ "${spec.user}:x:${uid}:${gid}::/var/empty:/sbin/nologin" ];
     extraGroupLines = [ "${spec.user}:x:${gid}:" ];
   };
 
-  # Python environments of the services' interpreter, by `package`, for the images with
-  # `requirements` (flower). nixpkgs has Flower only as python313Packages.flower, a library whose
-  # command is celery's `flower` subcommand (an entry point): in the environment, its `celery` finds
-  # the subcommand, and its `python3` serves the healthcheck.
-  pythonEnvironments = lib.mapAttrs' (
-    _: image:
-    lib.nameValuePair image.package (
-      pythonPackages.python.withPackages (
-        _: lib.concatMap (pythonPackages.resolveWith { }) image.requirements
+  # The top-level Python modules of each image that ships Python (nix/versions.nix): the service
+  # (an application made a module, so that its dependencies count), or the `requirements` (flower).
+  # nixpkgs has Flower only as python313Packages.flower, a library whose command is celery's `flower`
+  # subcommand (an entry point): in an environment of both, its `celery` finds the subcommand.
+  pythonModules =
+    lib.mapAttrs
+      (
+        _: image:
+        if image ? requirements then
+          lib.concatMap (pythonPackages.resolveWith { }) image.requirements
+        else
+          [ (pythonPackages.python.pkgs.toPythonModule pythonPackages.untested.${image.package}) ]
       )
-    )
-  ) (lib.filterAttrs (_: image: image ? requirements) spec.images);
+      (
+        lib.filterAttrs (
+          _: image: image ? requirements || pythonPackages.untested ? ${image.package}
+        ) spec.images
+      );
 
-  # nixpkgs attributes that images.toml names, changed for the images: redis without libsystemd
-  # (nothing in a container talks to systemd), and the Python environments above.
-  nixpkgsOverrides = pythonEnvironments // {
-    redis = pkgs.redis.override { withSystemd = false; };
-  };
-
-  # `package` is a flake package (a Python service, built without its tests: `checks` runs
-  # them) or else a nixpkgs attribute (redis, flower).
-  packageOf = name: pythonPackages.untested.${name} or nixpkgsOverrides.${name} or pkgs.${name};
+  # `package` is a flake package (a Python service, built without its tests: `checks` runs them),
+  # a Python environment of `requirements` (flower), or else a nixpkgs attribute (redis, from the
+  # binary cache as it is: an override would compile it and run its test suite on every machine).
+  packageOf =
+    key: image:
+    if image ? requirements then
+      pythonPackages.python.withPackages (_: pythonModules.${key})
+    else
+      pythonPackages.untested.${image.package} or pkgs.${image.package};
 
   dropNulls = lib.filterAttrs (_: value: value != null);
 
-  mkImage =
-    image:
+  imageArgs =
+    key: image:
     let
-      pkg = packageOf image.package;
+      pkg = packageOf key image;
       workdir = image.workdir or null;
       ports = image.ports or [ ];
       exposedPorts = lib.genAttrs (map (port: "${toString port}/tcp") ports) (_: { });
     in
-    dockerTools.buildLayeredImage {
+    {
       inherit (image) name;
       inherit (spec) tag;
       contents = [
@@ -62,7 +81,7 @@ let
         chown ${uid}:${gid} .${workdir}
       '';
       config = dropNulls {
-        User = spec.user;
+        User = "${uid}:${gid}";
         Entrypoint = [ "${pkg}/bin/${image.entrypoint}" ];
         Cmd = image.cmd or null;
         # /bin holds links to the package's programs, so compose healthchecks in exec form
@@ -77,33 +96,76 @@ let
         Labels = dropNulls {
           "org.opencontainers.image.title" = image.name;
           "org.opencontainers.image.version" = spec.tag;
+          "org.opencontainers.image.revision" = revision;
           "org.opencontainers.image.source" = spec.source or null;
         };
       };
     };
 
-  images = lib.mapAttrs (_: mkImage) spec.images;
-  imagePackages = lib.mapAttrs' (key: lib.nameValuePair "${key}-image") images;
+  streams = lib.mapAttrs (
+    key: image: dockerTools.streamLayeredImage (imageArgs key image)
+  ) spec.images;
+  # The same arguments: buildLayeredImage compresses the output of this very stream.
+  tarballs = lib.mapAttrs (
+    key: image: dockerTools.buildLayeredImage (imageArgs key image)
+  ) spec.images;
 
-  # `nix run .#load-images` loads every image into Docker. Docker is deliberately not a runtime
-  # input: the user's own `docker` on PATH talks to their daemon.
-  loadCommands = map (image: "docker load < ${image}") (lib.attrValues images);
+  # `nix run .#load-images` streams every image into Docker and adds the revision tag. Docker is
+  # deliberately not a runtime input: the user's own `docker` on PATH talks to their daemon.
   load-images = pkgs.writeShellApplication {
     name = "load-images";
-    text = lib.concatStringsSep "\n" loadCommands;
+    text = lib.concatMapStrings (key: ''
+      ${streams.${key}} | docker load
+      docker tag ${spec.images.${key}.name}:${spec.tag} ${spec.images.${key}.name}:${revisionTag}
+    '') (lib.attrNames spec.images);
+  };
+
+  # `nix run .#push-images -- REGISTRY [skopeo copy options]`: every image, both tags, to
+  # REGISTRY/<name> (e.g. ghcr.io/acme). Credentials as skopeo finds them (`skopeo login`, or
+  # --dest-creds among the options). skopeo buffers each streamed archive in a temporary file
+  # (containers/image reads a non-seekable docker-archive that way).
+  push-images = pkgs.writeShellApplication {
+    name = "push-images";
+    runtimeInputs = [ pkgs.skopeo ];
+    text = ''
+      if [ $# -lt 1 ]; then
+        echo "usage: nix run .#push-images -- REGISTRY [skopeo copy options]  (e.g. ghcr.io/acme)" >&2
+        exit 2
+      fi
+      registry="''${1%/}"
+      shift
+      # The user's signature policy if they have one, else nixpkgs' copy of skopeo's default.
+      policy=()
+      if [ ! -e /etc/containers/policy.json ] && [ ! -e "''${XDG_CONFIG_HOME:-$HOME/.config}/containers/policy.json" ]; then
+        policy=(--policy ${pkgs.skopeo}/etc/containers/default-policy.json)
+      fi
+    ''
+    + lib.concatMapStrings (key: ''
+      target="docker://$registry/${spec.images.${key}.name}"
+      for tag in ${spec.tag} ${revisionTag}; do
+        # The second copy finds every layer in the registry already and sends only the manifest.
+        ${streams.${key}} | skopeo "''${policy[@]}" copy "$@" docker-archive:/dev/stdin "$target:$tag"
+      done
+    '') (lib.attrNames spec.images);
+  };
+
+  app = drv: description: {
+    type = "app";
+    program = lib.getExe drv;
+    meta.description = description;
   };
 in
 {
-  # For checks.nix: `locked-versions` checks these environments against requirements.lock too.
-  inherit pythonEnvironments;
+  inherit pythonModules streams;
 
-  packages = imagePackages // {
-    inherit load-images;
+  packages = lib.mapAttrs' (key: lib.nameValuePair "${key}-image") tarballs // {
+    inherit load-images push-images;
+    default = load-images;
   };
 
-  apps.load-images = {
-    type = "app";
-    program = lib.getExe load-images;
-    meta.description = "Load the celery-stack images into the local Docker daemon";
+  apps = {
+    load-images = app load-images "Load the celery-stack images into the local Docker daemon";
+    push-images = app push-images "Copy the celery-stack images to a registry: push-images REGISTRY";
+    default = app load-images "Load the celery-stack images into the local Docker daemon";
   };
 }

@@ -68,13 +68,22 @@ let
           { dir, project }:
           let
             scripts = project.scripts or { };
-            hasTests = builtins.pathExists (root + "/${dir}/tests");
+            folder = root + "/${dir}";
+            hasTests = builtins.pathExists (folder + "/tests");
           in
           (if scripts == { } then ps.buildPythonPackage else ps.buildPythonApplication) {
             inherit pname;
             inherit (project) version;
-            # The folder alone is the source (pyproject.toml, src/, tests/); hatchling builds it.
-            src = root + "/${dir}";
+            # The folder alone is the source (pyproject.toml, src/, and tests/ only where they
+            # run: editing a test rebuilds no image); hatchling builds it.
+            src =
+              if doCheck then
+                folder
+              else
+                lib.fileset.toSource {
+                  root = folder;
+                  fileset = lib.fileset.difference folder (lib.fileset.maybeMissing (folder + "/tests"));
+                };
             pyproject = true;
             build-system = [ ps.hatchling ];
             dependencies = lib.concatMap resolve (project.dependencies or [ ]);
@@ -87,7 +96,7 @@ let
               ps.pytestCheckHook
               pkgs.redis
             ]
-            ++ lib.concatMap resolve (project.optional-dependencies.test or [ ]);
+            ++ testDependencies resolve project;
             # pytestCheckHook runs after the install phase, but $out/bin is not on PATH by
             # itself, and the tests spawn the console scripts by name.
             preCheck = ''
@@ -102,6 +111,9 @@ let
       lib.mapAttrs build projects
     );
 
+  testDependencies =
+    resolve: project: lib.concatMap resolve (project.optional-dependencies.test or [ ]);
+
   tested = packageSet true;
   untested = packageSet false;
 in
@@ -113,7 +125,28 @@ in
     tested
     untested
     ;
+  # The interpreter's nixpkgs attribute, as nix/nixpkgs-versions.toml records it.
+  pythonAttribute = "python313";
 
-  # packages.<system>: the tested distributions under their distribution names.
-  packages = tested;
+  # packages.<system>: the distributions under their names, built without their tests (`nix run
+  # .#worker` starts the worker); checks.<system> holds the tested ones.
+  packages = untested;
+
+  # The Python modules of each package check's sandbox (nix/versions.nix): the build system,
+  # pytest, the test extra and the package itself (an application made a module, so that its
+  # dependencies count).
+  checkEnvironments =
+    lib.mapAttrs'
+      (
+        pname: package:
+        lib.nameValuePair "check/${pname}" (
+          [
+            ps.hatchling
+            ps.pytest
+            (ps.toPythonModule package)
+          ]
+          ++ testDependencies (resolveWith tested) projects.${pname}.project
+        )
+      )
+      (lib.filterAttrs (pname: _: builtins.pathExists (root + "/${projects.${pname}.dir}/tests")) tested);
 }

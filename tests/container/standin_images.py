@@ -360,7 +360,7 @@ def toml_config() -> dict:
 
 
 def config_lines(cfg: dict, svc: dict) -> list[str]:
-    """Image config as nix/images.nix sets it: User (by name), Entrypoint, Env, ports, labels."""
+    """Image config as nix/images.nix sets it: User (uid:gid), Entrypoint, Env, ports, labels."""
     # Nix: Env = PATH=/bin, PYTHONUNBUFFERED=1, then images.toml's env. (Here /bin is Debian's
     # merged /usr/bin, which also holds the console script link.)
     env = {"PATH": "/bin", "PYTHONUNBUFFERED": "1", **svc.get("env", {})}
@@ -375,7 +375,7 @@ def config_lines(cfg: dict, svc: dict) -> list[str]:
     lines += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
     lines += [
         f"WORKDIR {svc.get('workdir', '/')}",
-        f"USER {cfg['user']}",
+        f"USER {cfg['uid']}:{cfg['gid']}",
         f"ENTRYPOINT {json.dumps(['/bin/' + svc['entrypoint']])}",
     ]
     if "cmd" in svc:
