@@ -29,6 +29,13 @@
             revision = self.rev or self.dirtyRev or "unknown";
             shortRevision = self.shortRev or self.dirtyShortRev or "unknown";
           };
+          # The checks build the images with a fixed revision label, so that a commit that changes
+          # no image rebuilds none (and re-runs no VM test); they differ from `images` in that label.
+          checkedImages = import ./nix/images.nix {
+            inherit pkgs pythonPackages;
+            revision = "checked";
+            shortRevision = "checked";
+          };
           kubernetes = import ./nix/kubernetes.nix { inherit pkgs; };
           versions = import ./nix/versions.nix {
             inherit pkgs pythonPackages;
@@ -39,17 +46,13 @@
               // devShell.environments;
           };
           checks = import ./nix/checks.nix {
-            inherit
-              pkgs
-              pythonPackages
-              images
-              versions
-              ;
+            inherit pkgs pythonPackages versions;
+            images = checkedImages;
             vmTest =
               if system == "x86_64-linux" then
                 import ./nix/vm-test.nix {
                   inherit pkgs;
-                  inherit (images.packages) load-images;
+                  inherit (checkedImages.packages) load-images;
                 }
               else
                 null;
@@ -58,7 +61,8 @@
         in
         {
           packages = pythonPackages.packages // images.packages // kubernetes.packages;
-          apps = images.apps // update-versions.apps;
+          # macOS: update-versions only (the images' scripts are Linux programs).
+          apps = lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux images.apps // update-versions.apps;
           checks = checks.checks // kubernetes.packages;
           devShells.default = devShell.shell;
           # `nix eval --json .#nixpkgs-versions`: what the flake ships (nix/versions.nix). Under
@@ -73,7 +77,7 @@
     in
     {
       packages = collect linux "packages";
-      apps = collect linux "apps";
+      apps = collect (linux ++ darwin) "apps";
       checks = collect linux "checks";
       legacyPackages = collect linux "legacyPackages";
       devShells = collect (linux ++ darwin) "devShells";

@@ -122,7 +122,7 @@ in
 
   checks =
     tested
-    // lib.mapAttrs' (key: lib.nameValuePair "${key}-image") images.streams
+    // lib.mapAttrs' (key: lib.nameValuePair "${key}-image-stream") images.streams
     // {
       inherit integration locked-versions formatting;
     }

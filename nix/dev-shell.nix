@@ -3,7 +3,8 @@
 # rebuild; console scripts and the pytest plugin included), plus redis, ruff, nixfmt, docker (the
 # CLI with its compose plugin, using the user's own ~/.docker: contexts and credentials stay
 # theirs), honcho, git (the shellHook finds the repository root with it), procps
-# (tests/test_faults.py calls pgrep) and kustomize (tests/test_kubernetes.py).
+# (tests/test_faults.py calls pgrep; on macOS nixpkgs' procps has no pgrep and the system's serves)
+# and kustomize (tests/test_kubernetes.py).
 { pkgs, pythonPackages }:
 let
   inherit (pkgs) lib;
@@ -63,7 +64,12 @@ in
       echo "celery-stack (Python ${python.version}; packages editable from $CELERY_STACK_ROOT)"
       echo "  ./dev up                   run the stack"
       echo "  ./dev test                 run the tests"
-      echo "  nix run .#load-images      build and load all images into Docker (Linux builder needed on macOS)"
+      ${
+        if pkgs.stdenv.hostPlatform.isDarwin then
+          ''echo "  nix build .#packages.aarch64-linux.worker-image && docker load < result   (a Linux builder; likewise each image)"''
+        else
+          ''echo "  nix run .#load-images      build and load all images into Docker"''
+      }
       echo "  docker compose up          run the stack from the loaded images"
     '';
   };

@@ -23,9 +23,10 @@ let
   # minus the interpreter and this repository's own distributions.
   distributionsOf =
     modules:
-    lib.filter (drv: drv ? pythonModule && drv ? pname && !(projects ? ${drv.pname})) (
-      ps.requiredPythonModules modules
-    );
+    map (drv: {
+      pname = drv.pname or (lib.getName drv);
+      version = drv.version or (lib.getVersion drv);
+    }) (lib.filter (drv: drv ? pythonModule) (ps.requiredPythonModules modules));
 
   # name -> { version; environments; } over all environments.
   packages = lib.foldlAttrs (
@@ -49,7 +50,7 @@ let
           version = if seen.version == drv.version then drv.version else "${seen.version} and ${drv.version}";
         };
       }
-    ) acc (distributionsOf modules)
+    ) acc (lib.filter (drv: !(projects ? ${drv.pname})) (distributionsOf modules))
   ) { } environments;
 
   evaluated = {

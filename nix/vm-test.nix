@@ -8,16 +8,18 @@
   load-images,
 }:
 let
-  order = builtins.toJSON {
-    customer_email = "vm@example.com";
-    items = [
-      {
-        sku = "VM-1";
-        quantity = 2;
-        unit_price = "9.99";
-      }
-    ];
-  };
+  order = pkgs.writeText "order.json" (
+    builtins.toJSON {
+      customer_email = "vm@example.com";
+      items = [
+        {
+          sku = "VM-1";
+          quantity = 2;
+          unit_price = "9.99";
+        }
+      ];
+    }
+  );
 in
 pkgs.testers.runNixOSTest {
   name = "celery-stack-images";
@@ -44,7 +46,7 @@ pkgs.testers.runNixOSTest {
 
     location = machine.succeed(
         "curl -sf -D - -o /dev/null -X POST http://127.0.0.1:8000/orders "
-        "-H 'Content-Type: application/json' -d '${order}' "
+        "-H 'Content-Type: application/json' -d @${order} "
         "| tr -d '\\r' | sed -n 's/^[Ll]ocation: //p'"
     ).strip()
     assert location, "order-service answered without a Location"
