@@ -6,7 +6,10 @@ dependencies and console scripts; the settings classes for environment variable 
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -199,3 +202,18 @@ def test_nix_reads_the_image_facts_from_images_toml() -> None:
     flake = (ROOT / "flake.nix").read_text()
     assert "python313" in (ROOT / "nix" / "python-packages.nix").read_text()
     assert "python3." not in flake and "python3 " not in flake
+
+
+def test_the_vm_tests_script_is_python() -> None:
+    """nix/vm-test.nix's testScript, with each Nix interpolation replaced by a store path, parses:
+    the NixOS test driver lints it before the VM starts, and only a machine with KVM runs it."""
+    text = (ROOT / "nix" / "vm-test.nix").read_text()
+    script = text[text.index("testScript = ''") + len("testScript = ''") : text.rindex("'';")]
+    script = textwrap.dedent(re.sub(r"\$\{[^}]*\}", "/nix/store/0-path", script))
+    tree = ast.parse(script)
+    calls = {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    assert {"wait_for_unit", "succeed", "wait_until_succeeds"} <= calls
+    # It runs the compose file users run, unchanged.
+    assert "${../docker-compose.yml}" in text
