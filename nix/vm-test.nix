@@ -42,21 +42,25 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("docker.service")
     machine.succeed("${pkgs.lib.getExe load-images}")
     machine.succeed("mkdir -p /srv/stack && cp ${../docker-compose.yml} /srv/stack/docker-compose.yml")
+    # The API's key, as the README's first run makes it.
+    machine.succeed("echo ORDER_API_KEYS=vm-test-key-0123456789 > /srv/stack/.env")
+    key = "Authorization: Bearer vm-test-key-0123456789"
     machine.succeed("cd /srv/stack && docker-compose up -d --wait --wait-timeout 180")
 
     location = machine.succeed(
         "curl -sf -D - -o /dev/null -X POST http://127.0.0.1:8000/orders "
-        "-H 'Content-Type: application/json' -d @${order} "
+        f"-H '{key}' -H 'Content-Type: application/json' -d @${order} "
         "| tr -d '\\r' | sed -n 's/^[Ll]ocation: //p'"
     ).strip()
     assert location, "order-service answered without a Location"
 
     # Completed by the worker, then notified by notification-service.
     machine.wait_until_succeeds(
-        f"curl -sf http://127.0.0.1:8000{location} | jq -e '.status == \"completed\" and .notification == \"sent\"'",
+        f"curl -sf -H '{key}' http://127.0.0.1:8000{location}"
+        " | jq -e '.status == \"completed\" and .notification == \"sent\"'",
         timeout=120,
     )
-    print(machine.succeed(f"curl -sf http://127.0.0.1:8000{location}"))
+    print(machine.succeed(f"curl -sf -H '{key}' http://127.0.0.1:8000{location}"))
     machine.succeed("cd /srv/stack && docker-compose down")
   '';
 }

@@ -85,6 +85,13 @@ QUEUE_OF = {"worker": ORDERS_QUEUE, "notification-service": NOTIFICATIONS_QUEUE}
 # Settings whose defaults (localhost) mean nothing in a cluster: they must come from the Secret.
 FROM_SECRET = {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
 SECRET_NAME = "celery-stack-redis"
+# order-service's callers' keys: a Secret of their own, which no overlay generates (a key is a secret).
+API_SECRET_NAME = "celery-stack-api"
+
+
+def secret_stand_in(name: str) -> str:
+    """What a Secret's value stands in as in these tests: the dev Redis's URL, or a valid key."""
+    return "a-key-from-the-secret-0123" if name == "ORDER_API_KEYS" else "redis://redis:6379/0"
 
 
 def render(path: Path) -> list[dict[str, Any]]:
@@ -243,7 +250,8 @@ def container_environment(docs: list[dict[str, Any]], container: dict[str, Any])
             environment[variable["name"]] = variable["value"]
         else:
             reference = variable["valueFrom"]["secretKeyRef"]
-            assert re.fullmatch(rf"{SECRET_NAME}(-[a-z0-9]+)?", reference["name"])
+            secret = API_SECRET_NAME if variable["name"] == "ORDER_API_KEYS" else SECRET_NAME
+            assert re.fullmatch(rf"{secret}(-[a-z0-9]+)?", reference["name"]), variable
             environment[variable["name"]] = ("secret", reference["key"], reference.get("optional", False))
     return environment
 
@@ -258,8 +266,8 @@ def test_every_setting_is_set_or_defaulted(rendered, variant: str, service: str,
     assert set(environment) <= set(fields), "a variable the service does not read"
     unset_required = [name for name, field in fields.items() if field.is_required() and name not in environment]
     assert unset_required == []
-    for name in FROM_SECRET:
-        assert environment.get(name) == ("secret", name, False), f"{name} must come from the Secret"
+    for name in FROM_SECRET | ({"ORDER_API_KEYS"} if service == "order-service" else set()):
+        assert environment.get(name) == ("secret", name, False), f"{name} must come from a Secret"
     for name, value in environment.items():
         if isinstance(value, tuple):
             assert value[1] == name, "one `kubectl create secret` with the variables' own names"
@@ -269,7 +277,7 @@ def test_every_setting_is_set_or_defaulted(rendered, variant: str, service: str,
     for name, value in environment.items():
         if isinstance(value, tuple):
             if not value[2]:
-                monkeypatch.setenv(name, "redis://redis:6379/0")
+                monkeypatch.setenv(name, secret_stand_in(name))
         else:
             monkeypatch.setenv(name, value)
     settings_class()
@@ -282,6 +290,8 @@ def effective_settings(docs: list[dict[str, Any]], service: str, monkeypatch) ->
     for name, value in environment.items():
         if not isinstance(value, tuple):
             monkeypatch.setenv(name, value)
+        elif not value[2]:
+            monkeypatch.setenv(name, secret_stand_in(name))
     return SETTINGS[service]()
 
 
@@ -429,3 +439,4 @@ def test_the_dev_overlay_creates_the_secret_with_the_development_redis(rendered)
     service = kinds(docs, "Service")["redis"]
     assert service["spec"]["ports"][0]["port"] == 6379
     assert kinds(rendered["base"], "Secret") == {}, "the base only references the Secret"
+    assert API_SECRET_NAME not in kinds(docs, "Secret"), "no overlay holds an API key"

@@ -14,23 +14,35 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stack_testkit import console_script, report_figure
+from stack_testkit import RedisServer, ServiceLauncher, console_script, report_figure
 
 pytest.importorskip("schemathesis", reason="not packaged by nixpkgs 26.05 (nix/nixpkgs-versions.toml)")
 
 EXAMPLES_PER_OPERATION = 10
 SEED = 1
+API_KEY = "schemathesis-key-0123456789"
 
 
-def test_the_running_service_answers_as_its_openapi_document_says(api_server: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def keyed_api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """With a key, so that the `ignored_auth` check sees the operations refuse a request without it."""
+    launcher = ServiceLauncher(redis_server, tmp_path_factory.mktemp("order-service"))
+    _, base_url = launcher.start_http("order-service", ORDER_API_KEYS=API_KEY)
+    yield base_url
+    launcher.stop_all()
+
+
+def test_the_running_service_answers_as_its_openapi_document_says(keyed_api_server: str, tmp_path: Path) -> None:
     command = [
         console_script("schemathesis"),
         "run",
-        f"{api_server}/openapi.json",
+        f"{keyed_api_server}/openapi.json",
+        f"--header=Authorization: Bearer {API_KEY}",
         "--checks=all",
         "--exclude-checks=positive_data_acceptance",
         f"--max-examples={EXAMPLES_PER_OPERATION}",

@@ -97,6 +97,10 @@ def expected_images() -> list[str]:
     return [f"{img['name']}:{cfg['tag']}" for img in cfg["images"].values()]
 
 
+# The stack's one API key (ORDER_API_KEYS): compose refuses to start order-service without one.
+API_KEY = "container-tests-0123456789abcdef"
+
+
 class Stack:
     def __init__(self, project: str, port: int):
         self.project = project
@@ -108,6 +112,7 @@ class Stack:
         # Hermetic: the compose file's own defaults, whatever the calling shell exports.
         env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES and not k.startswith("COMPOSE_")}
         env["ORDER_SERVICE_PORT"] = str(self.port)
+        env["ORDER_API_KEYS"] = API_KEY
         env.update(extra)
         return env
 
@@ -160,9 +165,13 @@ class Stack:
         return [line for line in r.stdout.split() if line]
 
     # -- HTTP ---------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: object | None = None, timeout: float = 10):
+    def request(
+        self, method: str, path: str, body: object | None = None, timeout: float = 10, key: str | None = API_KEY
+    ):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if key is not None:
+            req.add_header("Authorization", f"Bearer {key}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
@@ -315,8 +324,12 @@ def test_stack_healthy_and_private(stack: Stack):
             assert published and all(p["URL"] == "127.0.0.1" for p in published), published
         else:
             assert not published, (c["Service"], published)
-    assert stack.request("GET", "/healthz")[0] == 200
-    assert stack.request("GET", "/readyz")[0] == 200
+    assert stack.request("GET", "/healthz", key=None)[0] == 200
+    assert stack.request("GET", "/readyz", key=None)[0] == 200
+    # Published beyond the container's loopback, the API needs its key.
+    order = {"customer_email": "a@example.com", "items": [{"sku": "A-1", "quantity": 1, "unit_price": "1.00"}]}
+    assert stack.request("POST", "/orders", order, key=None)[0] == 401
+    assert stack.request("POST", "/orders", order, key="wrong-key-0123456789")[0] == 401
     # The containers run as the non-root user of images.toml.
     for cid in stack.container_ids("worker") + stack.container_ids("redis"):
         user = subprocess.run(

@@ -16,6 +16,7 @@ from common_tasks.logs import log_context
 from common_tasks.redis_state import redis_client
 from order_service import metrics, openapi
 from order_service.api import Backends, api, error_response
+from order_service.auth import require_keys
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
 
@@ -56,6 +57,9 @@ def create_app(
         # Every log line of this request, and every task it sends, carries the request id.
         g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
         g.log_context_token = log_context.set({"request_id": g.request_id})
+
+    # After the request id, so that a 401 carries one too.
+    require_keys(app, settings.api_keys)
 
     @app.after_request
     def return_request_id(response: Response) -> Response:

@@ -49,6 +49,12 @@ class OrderServiceServer(BaseApplication):
     def __init__(self, settings: OrderServiceSettings) -> None:
         self.settings = settings
         self.log_handler = configure_logging("order-service", settings.LOG_LEVEL, settings.LOG_FORMAT)
+        if not settings.api_keys:
+            logging.getLogger("order_service").warning(
+                "ORDER_API_KEYS is empty: anyone who reaches %s:%s may place and read orders (loopback only)",
+                settings.HOST,
+                settings.PORT,
+            )
         super().__init__()
 
     def load_config(self) -> None:

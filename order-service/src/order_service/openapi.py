@@ -24,6 +24,7 @@ from order_service.models import ErrorBody, Health, OrderAccepted, OrderView, Re
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
 JSON = "application/json"
+SECURITY_SCHEME = "apiKey"
 # What prometheus_client answers with (exposition.choose_encoder): its text format, or OpenMetrics
 # when the scraper asks for it.
 METRICS_MEDIA_TYPES = ("text/plain", "application/openmetrics-text")
@@ -50,6 +51,8 @@ class Operation:
     # Path parameters: name -> the type that validates it.
     path_parameters: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    # Needs `Authorization: Bearer <key>` when ORDER_API_KEYS is set (order_service.auth).
+    authenticated: bool = False
 
 
 def error(status: int, description: str) -> Answer:
@@ -77,6 +80,7 @@ OPERATIONS: tuple[Operation, ...] = (
             error(503, "Redis is unreachable: nothing was stored or queued; retry later"),
         ),
         tags=("orders",),
+        authenticated=True,
     ),
     Operation(
         "get",
@@ -90,6 +94,7 @@ OPERATIONS: tuple[Operation, ...] = (
             error(503, "The order store is unreachable; retry later"),
         ),
         tags=("orders",),
+        authenticated=True,
     ),
     Operation(
         "get",
@@ -145,7 +150,10 @@ def _schemas() -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], Any], dict[
 
 def _operation(operation: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode], Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for answer in operation.answers:
+    answers = operation.answers
+    if operation.authenticated:
+        answers = (*answers, error(401, "No key, or not one of ORDER_API_KEYS (when that is set)"))
+    for answer in sorted(answers, key=lambda answer: answer.status):
         response: dict[str, Any] = {"description": answer.description}
         content = {JSON: {"schema": refs[(answer.body, "serialization")]}} if answer.body is not None else {}
         content.update({media_type: {"schema": schema} for media_type, schema in answer.other_content})
@@ -165,6 +173,8 @@ def _operation(operation: Operation, refs: dict[tuple[type[BaseModel], JsonSchem
             {"name": name, "in": "path", "required": True, "schema": TypeAdapter(annotation).json_schema()}
             for name, annotation in operation.path_parameters.items()
         ]
+    if operation.authenticated:
+        document["security"] = [{SECURITY_SCHEME: []}]
     if operation.request_body is not None:
         schema = refs[(operation.request_body, "validation")]
         document["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
@@ -191,7 +201,16 @@ def build_document() -> dict[str, Any]:
             {"name": "operations", "description": "Probes, metrics and this document"},
         ],
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of ORDER_API_KEYS; a service without keys (loopback only) needs none",
+                }
+            },
+        },
     }
 
 

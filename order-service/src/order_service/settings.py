@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, SecretStr, model_validator
 
 from common_tasks.redis_urls import replicas_to_wait_for
 from order_store.settings import OrderStoreSettings
 
+# A key must be hard to guess: at least this many characters (e.g. `openssl rand -hex 24` gives 48).
+MIN_API_KEY_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 class OrderServiceSettings(OrderStoreSettings):
-    HOST: str = "0.0.0.0"
+    # Loopback unless set: the images set 0.0.0.0 (nix/images.toml), and then need ORDER_API_KEYS.
+    HOST: str = "127.0.0.1"
+    # The callers' keys, comma-separated: each request to /orders sends `Authorization: Bearer
+    # <key>`. Empty: the API serves only on a loopback HOST (the development stack).
+    ORDER_API_KEYS: SecretStr = SecretStr("")
     PORT: int = Field(default=8000, ge=1, le=65535)
     # gunicorn worker processes, each with WEB_THREADS threads (gthread worker class).
     WEB_CONCURRENCY: int = Field(default=2, ge=1, le=64)
@@ -24,6 +42,22 @@ class OrderServiceSettings(OrderStoreSettings):
     # 0 otherwise (a single Redis has no replica to wait for).
     ORDER_ACCEPT_REPLICAS: int | None = Field(default=None, ge=0, le=16)
     ORDER_ACCEPT_REPLICA_TIMEOUT_SECONDS: float = Field(default=0.5, gt=0, le=10)
+
+    @property
+    def api_keys(self) -> tuple[bytes, ...]:
+        return tuple(key.strip().encode() for key in self.ORDER_API_KEYS.get_secret_value().split(",") if key.strip())
+
+    @model_validator(mode="after")
+    def _keys_unless_loopback(self) -> OrderServiceSettings:
+        # The message names the rule, never a key.
+        if any(len(key) < MIN_API_KEY_LENGTH or not key.isascii() or b" " in key for key in self.api_keys):
+            raise ValueError(f"ORDER_API_KEYS: every key needs {MIN_API_KEY_LENGTH}+ ASCII characters, no spaces")
+        if not self.api_keys and not is_loopback(self.HOST):
+            raise ValueError(
+                f"ORDER_API_KEYS is empty and HOST={self.HOST} is not loopback: set ORDER_API_KEYS "
+                "(comma-separated keys, e.g. `openssl rand -hex 24`), or serve on HOST=127.0.0.1"
+            )
+        return self
 
     @property
     def accept_replicas(self) -> int:
