@@ -119,3 +119,9 @@ def test_time_limits_and_countdowns_fit_the_visibility_timeout() -> None:
 
     for visibility_timeout in (1, 5, 30, 600, 3600, 86_400):
         assert task_time_limit(visibility_timeout) + longest_countdown(visibility_timeout) < visibility_timeout
+
+
+def test_a_bad_sentinel_address_is_named_without_its_credentials() -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_sentinel_url("sentinel://user:hunter2-secret@host:port/0")
+    assert "hunter2" not in str(raised.value) and "***@host:port" in str(raised.value)

@@ -69,4 +69,13 @@ def test_ready_only_while_redis_answers(client: FlaskClient) -> None:
     unreachable = create_app(settings_for(nothing_there, nothing_there)).test_client()
     response = unreachable.get("/readyz")
     assert response.status_code == 503 and response.get_json()["error"] == "broker_unavailable"
+    # Where Redis is stays in the log: the answer names no host or port.
+    assert nothing_there.split(":")[-1].split("/")[0] not in response.get_data(as_text=True)
     assert unreachable.post("/orders", json=sample_order()).status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/orders/" + "0" * 32, "/no-such-path"])
+def test_every_answer_is_neither_sniffed_nor_cached(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"

@@ -44,6 +44,12 @@ def _db(path: str) -> int | None:
     return int(path)
 
 
+def without_credentials(address: str) -> str:
+    """`sentinel://user:secret@host:1/0` -> `sentinel://***@host:1/0`: what an error may show."""
+    scheme, separator, rest = address.partition("://")
+    return f"{scheme}{separator}***@{rest.rpartition('@')[2]}" if "@" in rest else address
+
+
 def parse_sentinel_url(url: str) -> SentinelUrl:
     """The Sentinels' addresses, database and master credentials; ValueError with a short reason."""
     addresses: list[tuple[str, int]] = []
@@ -56,9 +62,9 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         try:
             port = parts.port or SENTINEL_DEFAULT_PORT
         except ValueError:
-            raise ValueError(f"bad port in {chunk!r}") from None
+            raise ValueError(f"bad port in {without_credentials(chunk)!r}") from None
         if not parts.hostname:
-            raise ValueError(f"no host in {chunk!r}")
+            raise ValueError(f"no host in {without_credentials(chunk)!r}")
         db = _db(parts.path)
         if index == 0:
             first_db = db

@@ -95,7 +95,9 @@ def readyz() -> Response:
         backends().broker.ping()
         backends().store.ping()
     except redis.RedisError as error:
-        return error_response(503, "broker_unavailable", f"Redis is not reachable: {error}")
+        # The detail (hosts, ports) goes to the log, not to whoever asks.
+        logger.warning("not ready: Redis is not reachable: %s", error)
+        return error_response(503, "broker_unavailable", "Redis is not reachable")
     return json_response(Ready(), 200)
 
 

@@ -65,6 +65,9 @@ def create_app(
     def return_request_id(response: Response) -> Response:
         if "request_id" in g:
             response.headers[REQUEST_ID_HEADER] = g.request_id
+        # Every answer is JSON about one caller's orders: never sniffed as anything else, never cached.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     @app.teardown_request
