@@ -185,6 +185,28 @@ def test_compose_passes_every_setting_through(key: str) -> None:
     assert wanted <= set(COMPOSE["services"][key]["environment"])
 
 
+def megabytes(size: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)([kmg])b?", size.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"k": 1 / 1024, "m": 1, "g": 1024}[unit]
+
+
+@pytest.mark.parametrize("service", ["redis", "redis-replica"])
+def test_redis_memory_is_bounded_and_never_evicts(service: str) -> None:
+    """Past maxmemory writes fail (the API answers 503) rather than Redis being killed at the
+    container's limit, and no queue or order key is ever evicted."""
+    redis = COMPOSE["services"][service]
+    command = redis["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = megabytes(command[command.index("--maxmemory") + 1])
+    assert maxmemory <= 0.8 * megabytes(redis["deploy"]["resources"]["limits"]["memory"])
+
+
+@pytest.mark.parametrize("service", sorted(COMPOSE["services"]))
+def test_every_container_is_bounded(service: str) -> None:
+    limits = COMPOSE["services"][service]["deploy"]["resources"]["limits"]
+    assert {"cpus", "memory", "pids"} <= set(limits)
+
+
 def test_redis_persists_with_aof_on_a_named_volume() -> None:
     redis = COMPOSE["services"]["redis"]
     command = redis["command"]

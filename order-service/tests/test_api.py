@@ -172,3 +172,16 @@ def test_the_body_limit_holds_for_chunked_bodies(api: str, redis_client: redis.R
     assert_json_error(http_request("POST", f"{api}/orders", exactly_over, headers=JSON), 413)
     assert post_chunked(api, [exactly_over])[0] == 413
     assert redis_client.llen("orders") == 1
+
+
+def test_a_full_redis_gets_503_not_a_crash(api: str, redis_client: redis.Redis) -> None:
+    """Redis at maxmemory with `noeviction` (as compose and Kubernetes run it) refuses writes: the
+    API answers 503 and serves again once there is room."""
+    redis_client.config_set("maxmemory", "1")
+    try:
+        refused = http_request("POST", f"{api}/orders", sample_order())
+        assert refused.status == 503 and refused.json()["error"] == "broker_unavailable", refused.body
+        assert http_request("GET", f"{api}/healthz").status == 200
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert http_request("POST", f"{api}/orders", sample_order()).status == 202
