@@ -98,9 +98,9 @@ class AcceptPath:
             "tool": "wrk" if shutil.which("wrk") else "bench.loadgen (closed loop)",
             "seconds_per_level": self.plan.accept_seconds,
             "gunicorn": {
-                "worker_class": "gthread",
+                "worker_class": "gevent",
                 "workers": self.plan.web_concurrency,
-                "threads": self.plan.web_threads,
+                "connections": self.plan.web_connections,
             },
             "levels": levels,
             "target": TARGET_ACCEPT_RATIO,

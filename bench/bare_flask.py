@@ -1,8 +1,8 @@
 """Baseline HTTP app: `POST /orders` doing one `send_task` (result ignored) and nothing else.
 
-It runs under the project's own gunicorn application class (same workers, threads, worker class,
+It runs under the project's own gunicorn application class (same workers, connections, worker class,
 timeouts, log level: only `load()` differs), configured by the same environment variables
-(HOST, PORT, WEB_CONCURRENCY, WEB_THREADS, CELERY_BROKER_URL). The task it sends is the first hop of
+(HOST, PORT, WEB_CONCURRENCY, WEB_CONNECTIONS, CELERY_BROKER_URL). The task it sends is the first hop of
 the bare chain (bench/bare_chain.py), so with the bare chain's two workers running it is the whole
 end-to-end baseline; alone, it is the accept-path baseline. Run: `python -m bench.bare_flask`.
 """

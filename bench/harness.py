@@ -236,7 +236,7 @@ class Harness:
             LOG_LEVEL="INFO",
             WORKER_CONCURRENCY=str(self.plan.concurrency),
             WEB_CONCURRENCY=str(self.plan.web_concurrency),
-            WEB_THREADS=str(self.plan.web_threads),
+            WEB_CONNECTIONS=str(self.plan.web_connections),
             HOST="127.0.0.1",
         )
         env.update(overrides)

@@ -44,7 +44,7 @@ class Plan:
     worker_reps: int
     concurrency: int
     web_concurrency: int
-    web_threads: int
+    web_connections: int
     accept_levels: tuple[int, ...]
     accept_seconds: int
     accept_warmup_seconds: int
@@ -68,7 +68,7 @@ FULL = Plan(
     worker_reps=3,
     concurrency=2,
     web_concurrency=2,
-    web_threads=4,
+    web_connections=1000,
     accept_levels=(1, 8, 32),
     accept_seconds=10,
     accept_warmup_seconds=2,

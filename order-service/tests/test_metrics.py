@@ -14,7 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sample_orders import sample_order
 
-from order_service.main import METRICS_DIR_PREFIX
+from order_service import METRICS_DIR_PREFIX
 from stack_testkit import ServiceLauncher, http_request, report_figure, wait_until
 
 ACCEPTED = "order_service_orders_accepted_total"

@@ -1,31 +1,39 @@
-"""Console script `order-service`: serves the API with gunicorn (`order-service healthcheck` probes it)."""
+"""Console script `order-service`: serves the API with gunicorn (`order-service healthcheck` probes it).
+
+Imported only by the console script (and bench/bare_flask.py): it patches the process for gevent.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import urllib.error
-import urllib.request
-from typing import Any
+# gunicorn's gevent workers cooperate only with what gevent patched before it was imported: patch
+# first (as gevent's documentation asks), before this module or gunicorn imports ssl or socket. The
+# patched master serves as before; in-process code (tests, tools) never imports this module.
+from gevent import monkey
+
+monkey.patch_all()
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from typing import Any  # noqa: E402
 
 # gunicorn parses WEB_CONCURRENCY itself when it is imported; compose passes the variable empty
 # when it is not set, which the settings treat as unset, but int("") would stop gunicorn.
 if os.environ.get("WEB_CONCURRENCY") == "":
     del os.environ["WEB_CONCURRENCY"]
 
-import logging
+from gunicorn import glogging  # noqa: E402
+from gunicorn.app.base import BaseApplication  # noqa: E402
 
-from gunicorn import glogging
-from gunicorn.app.base import BaseApplication
-
-from common_tasks.config import load_settings
-from common_tasks.logs import configure_logging
-from order_service.settings import OrderServiceSettings
+from common_tasks.config import load_settings  # noqa: E402
+from common_tasks.logs import configure_logging  # noqa: E402
+from order_service import METRICS_DIR_PREFIX  # noqa: E402
+from order_service.settings import OrderServiceSettings  # noqa: E402
 
 USAGE = "usage: order-service [healthcheck | check-config]"
-# The workers' metrics directory (order_service.metrics), made fresh by main() for each start.
-METRICS_DIR_PREFIX = "order-service-metrics-"
 # The access log line (WEB_ACCESS_LOG=true): client, request line, status, bytes, milliseconds and
 # the request id the response carries, so it greps together with the request's other lines.
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
@@ -62,8 +70,10 @@ class OrderServiceServer(BaseApplication):
         options: dict[str, Any] = {
             "bind": [f"{settings.HOST}:{settings.PORT}"],
             "workers": settings.WEB_CONCURRENCY,
-            "threads": settings.WEB_THREADS,
-            "worker_class": "gthread",
+            # gevent: each connection is a greenlet, so a client that sends its request slowly
+            # waits alone (gunicorn's documented answer to slow clients, besides a buffering proxy).
+            "worker_class": "gevent",
+            "worker_connections": settings.WEB_CONNECTIONS,
             "timeout": settings.WEB_TIMEOUT,
             "graceful_timeout": settings.WEB_GRACEFUL_TIMEOUT,
             "loglevel": settings.LOG_LEVEL.lower(),

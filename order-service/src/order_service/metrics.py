@@ -19,7 +19,7 @@ from flask import Blueprint, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from order_service.main import METRICS_DIR_PREFIX
+from order_service import METRICS_DIR_PREFIX
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CREATE_ORDER_ENDPOINT = "orders.create_order"

@@ -29,9 +29,10 @@ class OrderServiceSettings(OrderStoreSettings):
     # <key>`. Empty: the API serves only on a loopback HOST (the development stack).
     ORDER_API_KEYS: SecretStr = SecretStr("")
     PORT: int = Field(default=8000, ge=1, le=65535)
-    # gunicorn worker processes, each with WEB_THREADS threads (gthread worker class).
+    # gunicorn worker processes (gevent worker class), each serving up to WEB_CONNECTIONS connections
+    # at once: a client that sends its request slowly holds a greenlet, never a thread the others need.
     WEB_CONCURRENCY: int = Field(default=2, ge=1, le=64)
-    WEB_THREADS: int = Field(default=4, ge=1, le=64)
+    WEB_CONNECTIONS: int = Field(default=1000, ge=1, le=10000)
     WEB_TIMEOUT: int = Field(default=30, ge=1)
     WEB_GRACEFUL_TIMEOUT: int = Field(default=20, ge=1)
     # One access log line per HTTP request (in LOG_FORMAT); the API logs every accepted order anyway.
