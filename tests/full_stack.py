@@ -11,7 +11,9 @@ from typing import Any
 from stack_testkit import RedisServer, ServiceLauncher, ServiceProcess, http_request, wait_until
 
 # Fast notification retries, so that the tests with a failing channel do not wait for the defaults.
-STACK_ENV = {"NOTIFICATION_RETRY_BACKOFF_SECONDS": "0.2"}
+# The tests post and poll from one address far faster than a caller may (the rate limit has tests
+# of its own: order-service/tests/test_rate_limit.py).
+STACK_ENV = {"NOTIFICATION_RETRY_BACKOFF_SECONDS": "0.2", "ORDER_RATE_LIMIT": "1000000/second"}
 
 
 def sample_order(quantity: int = 2, unit_price: str = "9.99") -> dict[str, Any]:

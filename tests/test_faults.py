@@ -59,7 +59,7 @@ def test_reconciler_finishes_orders_whose_messages_vanished(
 ) -> None:
     stack = Stack(services, redis_server)
     stack.processes["notification-service"] = services.start("notification-service", **STACK_ENV)
-    stack.processes["order-service"], stack.api = services.start_http("order-service")
+    stack.processes["order-service"], stack.api = services.start_http("order-service", **STACK_ENV)
     order_ids = [stack.post_order() for _ in range(5)]
     client = redis_server.client()
     assert client.llen(ORDERS_QUEUE) == 5

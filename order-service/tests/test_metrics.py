@@ -61,7 +61,9 @@ def test_metrics_add_up_across_workers(services: ServiceLauncher, tmp_path: Path
     # TMPDIR: where the service makes its multiprocess directory, so the test can look into it.
     service_tmp = tmp_path / "service-tmp"
     service_tmp.mkdir()
-    service, api = services.start_http("order-service", WEB_CONCURRENCY="2", TMPDIR=str(service_tmp))
+    service, api = services.start_http(
+        "order-service", WEB_CONCURRENCY="2", TMPDIR=str(service_tmp), ORDER_RATE_LIMIT="1000000/second"
+    )
     [metrics_dir] = service_tmp.glob(f"{METRICS_DIR_PREFIX}*")
     master = service.process.pid
 

@@ -17,6 +17,7 @@ from common_tasks.redis_state import redis_client
 from order_service import metrics, openapi
 from order_service.api import Backends, api, error_response
 from order_service.auth import require_keys
+from order_service.rate_limit import limit_rate
 from order_service.settings import OrderServiceSettings
 from order_store.store import OrderStore
 
@@ -41,7 +42,7 @@ def create_app(
     # No MAX_CONTENT_LENGTH: Werkzeug would cut a chunked body at the limit without a word; the
     # route reads one byte past MAX_BODY_BYTES itself and answers 413.
     app.config.update(DEBUG=False, TESTING=False)
-    app.extensions["order_service"] = Backends(
+    app.extensions["order_service"] = backends = Backends(
         celery_app=celery_app or create_celery_app(settings, "order-service"),
         store=store or OrderStore.from_url(settings.order_store_url, settings.REDIS_SENTINEL_MASTER),
         broker=redis_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER, socket_timeout=1),
@@ -58,8 +59,10 @@ def create_app(
         g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
         g.log_context_token = log_context.set({"request_id": g.request_id})
 
-    # After the request id, so that a 401 carries one too.
+    # After the request id, so that a 401 or 429 carries one too; keys first, so that a caller
+    # without one never spends a key's budget.
     require_keys(app, settings.api_keys)
+    limit_rate(app, settings.ORDER_RATE_LIMIT, backends.store.client, bool(settings.api_keys))
 
     @app.after_request
     def return_request_id(response: Response) -> Response:

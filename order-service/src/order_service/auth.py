@@ -31,15 +31,21 @@ def presented_key(header: str | None) -> bytes | None:
     return key.strip().encode() if scheme.lower() == "bearer" and key.strip() else None
 
 
+def guarded() -> bool:
+    """Whether this request is to an operation that needs a key (and counts against a rate limit);
+    an open operation, or no route at all (404/405 follow), is not."""
+    rule = request.url_rule
+    return rule is not None and FLASK_PARAMETER.sub(r"{\1}", rule.rule) in AUTHENTICATED_PATHS
+
+
 def require_keys(app: Flask, keys: tuple[bytes, ...]) -> None:
     if not keys:
         return
 
     @app.before_request
     def authenticate() -> Response | None:
-        rule = request.url_rule
-        if rule is None or FLASK_PARAMETER.sub(r"{\1}", rule.rule) not in AUTHENTICATED_PATHS:
-            return None  # an open operation, or no route at all (404/405 follow)
+        if not guarded():
+            return None
         key = presented_key(request.headers.get("Authorization"))
         if key is not None and key_matches(key, keys):
             return None

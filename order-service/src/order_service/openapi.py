@@ -152,7 +152,18 @@ def _operation(operation: Operation, refs: dict[tuple[type[BaseModel], JsonSchem
     responses: dict[str, Any] = {}
     answers = operation.answers
     if operation.authenticated:
-        answers = (*answers, error(401, "No key, or not one of ORDER_API_KEYS (when that is set)"))
+        answers = (
+            *answers,
+            error(401, "No key, or not one of ORDER_API_KEYS (when that is set)"),
+            Answer(
+                429,
+                "More requests than ORDER_RATE_LIMIT allows this caller",
+                ErrorBody,
+                headers={
+                    "Retry-After": {"description": "Seconds until a retry may pass", "schema": {"type": "integer"}}
+                },
+            ),
+        )
     for answer in sorted(answers, key=lambda answer: answer.status):
         response: dict[str, Any] = {"description": answer.description}
         content = {JSON: {"schema": refs[(answer.body, "serialization")]}} if answer.body is not None else {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from common_tasks.redis_urls import replicas_to_wait_for
 from order_store.settings import OrderStoreSettings
@@ -28,6 +29,9 @@ class OrderServiceSettings(OrderStoreSettings):
     # The callers' keys, comma-separated: each request to /orders sends `Authorization: Bearer
     # <key>`. Empty: the API serves only on a loopback HOST (the development stack).
     ORDER_API_KEYS: SecretStr = SecretStr("")
+    # Requests per caller (its key; its address when the service has no keys) to the orders
+    # operations, in the `limits` notation: "100/second", "5000/minute", "10/second;1000/hour".
+    ORDER_RATE_LIMIT: str = "100/second"
     PORT: int = Field(default=8000, ge=1, le=65535)
     # gunicorn worker processes (gevent worker class), each serving up to WEB_CONNECTIONS connections
     # at once: a client that sends its request slowly holds a greenlet, never a thread the others need.
@@ -43,6 +47,15 @@ class OrderServiceSettings(OrderStoreSettings):
     # 0 otherwise (a single Redis has no replica to wait for).
     ORDER_ACCEPT_REPLICAS: int | None = Field(default=None, ge=0, le=16)
     ORDER_ACCEPT_REPLICA_TIMEOUT_SECONDS: float = Field(default=0.5, gt=0, le=10)
+
+    @field_validator("ORDER_RATE_LIMIT")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be N/second, N/minute, N/hour or N/day, several joined by ;") from None
+        return value
 
     @property
     def api_keys(self) -> tuple[bytes, ...]:
