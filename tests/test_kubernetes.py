@@ -36,7 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
 IMAGES = tomllib.loads((ROOT / "nix" / "images.toml").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-KEDA_CRD = Path(__file__).resolve().parent / "kubernetes" / "keda.sh_scaledobjects.yaml"
+KEDA_CRDS = {
+    kind: Path(__file__).resolve().parent / "kubernetes" / f"keda.sh_{kind.lower()}s.yaml"
+    for kind in ("ScaledObject", "TriggerAuthentication")
+}
 
 # The oldest Kubernetes minor the project supports upstream (1.35, 1.36, 1.37 in late 2026); newer
 # minors keep every stable field used here. kubernetes-validate 1.35.0 (requirements.lock) ships it.
@@ -161,8 +164,8 @@ def strict_crd_schema(schema: Any) -> Any:
     return strict
 
 
-def keda_validator() -> jsonschema.protocols.Validator:
-    crd = yaml.safe_load(KEDA_CRD.read_text())
+def keda_validator(kind: str = "ScaledObject") -> jsonschema.protocols.Validator:
+    crd = yaml.safe_load(KEDA_CRDS[kind].read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["served"] and v["storage"]]
     assert version["name"] == "v1alpha1"
     schema = strict_crd_schema(version["schema"]["openAPIV3Schema"])
@@ -171,7 +174,7 @@ def keda_validator() -> jsonschema.protocols.Validator:
 
 def validate(doc: dict[str, Any]) -> None:
     if doc["apiVersion"].startswith("keda.sh/"):
-        keda_validator().validate(doc)
+        keda_validator(doc["kind"]).validate(doc)
     else:
         used = kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         assert used == KUBERNETES_VERSION.rsplit(".", 1)[0]
@@ -435,8 +438,75 @@ def test_the_dev_overlay_creates_the_secret_with_the_development_redis(rendered)
     docs = rendered["overlays/dev"]
     (secret,) = kinds(docs, "Secret").values()
     keys = set(secret["data"])
-    assert keys == FROM_SECRET
+    # REDIS_PASSWORD (empty): KEDA's TriggerAuthentication reads it (overlays/keda).
+    assert keys == FROM_SECRET | {"REDIS_PASSWORD"}
     service = kinds(docs, "Service")["redis"]
     assert service["spec"]["ports"][0]["port"] == 6379
     assert kinds(rendered["base"], "Secret") == {}, "the base only references the Secret"
     assert API_SECRET_NAME not in kinds(docs, "Secret"), "no overlay holds an API key"
+
+
+# ------------------------------------------------------------------------------------------------
+# Locked down: a namespace, ingress denied but where needed, KEDA's credentials from the Secret
+# ------------------------------------------------------------------------------------------------
+
+SERVICES = {"order-service", "worker", "notification-service"}
+
+
+def ingress_sources(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [source for rule in policy["spec"].get("ingress", []) for source in rule.get("from", [])]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_everything_is_in_a_restricted_namespace_of_its_own(rendered, variant: str) -> None:
+    docs = rendered[variant]
+    (namespace,) = kinds(docs, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"} == {
+        namespace["metadata"]["name"]
+    }
+    # What the restricted Pod Security Standard asks of every pod.
+    for name, workload in workloads(docs).items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ingress_is_denied_but_to_redis_from_the_services_and_to_the_api(rendered, variant: str) -> None:
+    policies = kinds(rendered[variant], "NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    to_redis = [
+        p for p in policies.values() if p["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "redis"}}
+    ]
+    from_pods = [s["podSelector"] for p in to_redis for s in ingress_sources(p) if "namespaceSelector" not in s]
+    assert from_pods == [
+        {
+            "matchExpressions": [
+                {
+                    "key": "app.kubernetes.io/name",
+                    "operator": "In",
+                    "values": sorted(SERVICES, key=["order-service", "worker", "notification-service"].index),
+                }
+            ]
+        }
+    ]
+    assert all(rule["ports"] == [{"protocol": "TCP", "port": 6379}] for p in to_redis for rule in p["spec"]["ingress"])
+    api = policies["order-service-http"]["spec"]
+    assert api["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
+    # Nothing else is let in: every policy is one of these (and KEDA's, in its overlay).
+    assert set(policies) <= {"default-deny-ingress", "redis-from-the-services", "order-service-http", "redis-from-keda"}
+
+
+def test_keda_reads_redis_with_the_secrets_credentials(rendered) -> None:
+    docs = rendered["overlays/keda"]
+    (auth,) = kinds(docs, "TriggerAuthentication").values()
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": SECRET_NAME, "key": "REDIS_PASSWORD"}]
+    for scaled in kinds(docs, "ScaledObject").values():
+        assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"] for t in scaled["spec"]["triggers"])
+    (keda,) = ingress_sources(kinds(docs, "NetworkPolicy")["redis-from-keda"])
+    assert keda["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}
