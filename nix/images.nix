@@ -123,7 +123,8 @@ let
   # `nix run .#push-images -- REGISTRY [skopeo copy options]`: every image, both tags, to
   # REGISTRY/<name> (e.g. ghcr.io/acme). Credentials as skopeo finds them (`skopeo login`, or
   # --dest-creds among the options). skopeo buffers each streamed archive in a temporary file
-  # (containers/image reads a non-seekable docker-archive that way).
+  # (containers/image reads a non-seekable docker-archive that way). At the end it prints the
+  # `kustomize edit set image` lines that pin a Kubernetes overlay to what it pushed, by digest.
   push-images = pkgs.writeShellApplication {
     name = "push-images";
     runtimeInputs = [ pkgs.skopeo ];
@@ -139,13 +140,22 @@ let
       if [ ! -e /etc/containers/policy.json ] && [ ! -e "''${XDG_CONFIG_HOME:-$HOME/.config}/containers/policy.json" ]; then
         policy=(--policy ${pkgs.skopeo}/etc/containers/default-policy.json)
       fi
+      digests="$(mktemp -d)"
+      trap 'rm -rf "$digests"' EXIT
     ''
     + lib.concatMapStrings (key: ''
       target="docker://$registry/${spec.images.${key}.name}"
       for tag in ${spec.tag} ${revisionTag}; do
         # The second copy finds every layer in the registry already and sends only the manifest.
-        ${streams.${key}} | skopeo "''${policy[@]}" copy "$@" docker-archive:/dev/stdin "$target:$tag"
+        ${streams.${key}} | skopeo "''${policy[@]}" copy --digestfile "$digests/${key}" "$@" \
+          docker-archive:/dev/stdin "$target:$tag"
       done
+    '') (lib.attrNames spec.images)
+    + ''
+      echo "pushed; to pin a Kubernetes overlay to these images by digest, run in its directory:"
+    ''
+    + lib.concatMapStrings (key: ''
+      echo "  kustomize edit set image ${spec.images.${key}.name}=$registry/${spec.images.${key}.name}@$(cat "$digests/${key}")"
     '') (lib.attrNames spec.images);
   };
 
