@@ -6,7 +6,27 @@
 { pkgs }:
 let
   inherit (pkgs) lib;
-  python = pkgs.python313;
+  # nixpkgs' Python 3.13 with one package changed: tornado (which Flower serves with) at 6.6.1, for
+  # the server-side denial-of-service fixes of 6.5.8 to 6.6.1 (nixpkgs 26.05 ships 6.5.x). Its
+  # own test suite is not re-run for the override.
+  python = pkgs.python313.override {
+    self = python;
+    packageOverrides = self: super: {
+      tornado = super.tornado.overridePythonAttrs (old: {
+        version = "6.6.1";
+        src = self.fetchPypi {
+          pname = "tornado";
+          version = "6.6.1";
+          hash = "sha256-KOYxFAKvWciwLj+g9efY60ZbJQgTgYA7En2X5qQ5XVo=";
+        };
+        doCheck = false;
+        # nixpkgs' changelog link names the GitHub tag of its own source.
+        meta = old.meta // {
+          changelog = "https://www.tornadoweb.org/en/stable/releases/v6.6.1.html";
+        };
+      });
+    };
+  };
   ps = python.pkgs;
 
   root = ../.;

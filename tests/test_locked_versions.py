@@ -39,9 +39,11 @@ def test_every_pin_is_recorded_or_an_exception_and_nothing_floats() -> None:
 def test_the_record_says_how_each_row_was_obtained() -> None:
     rows = {"python": RECORD["python"], **RECORD["packages"]}
     for name, row in rows.items():
-        assert row["provenance"] in ("evaluated", "estimated"), name
+        assert row["provenance"] in ("evaluated", "estimated", "overridden"), name
         if row["provenance"] == "estimated":
             assert row["confidence"] in ("high", "medium", "low") and row["evidence"], name
+        if row["provenance"] == "overridden":
+            assert "nix/python-packages.nix" in row["evidence"], name
     pinned = json.loads((ROOT / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["rev"]
     assert RECORD["source"]["nixpkgs"] == pinned, "the record is of another nixpkgs: nix run .#update-versions"
 
