@@ -84,8 +84,9 @@ class Stack:
 class OrderLoad:
     """Posts orders at a steady rate from a thread until stopped; keeps every answer it got."""
 
-    def __init__(self, api: str, rate: float) -> None:
+    def __init__(self, api: str, rate: float, headers: dict[str, str] | None = None) -> None:
         self.api = api
+        self.headers = headers or {}
         self.interval = 1.0 / rate
         self.accepted: list[str] = []
         self.statuses: Counter[int | str] = Counter()
@@ -106,7 +107,7 @@ class OrderLoad:
         next_at = time.monotonic()
         while not self._stop.is_set():
             try:
-                response = http_request("POST", f"{self.api}/orders", sample_order(), timeout=10)
+                response = http_request("POST", f"{self.api}/orders", sample_order(), self.headers, timeout=10)
             except OSError as error:  # the API itself unreachable: counted, never expected
                 self.statuses[type(error).__name__] += 1
                 self.timeline.append((time.monotonic(), type(error).__name__))

@@ -631,7 +631,7 @@ def test_ha_profile_survives_losing_the_redis_master(container_timings):
         assert master_host() == "redis"
         [master] = s.compose("ps", "--quiet", "redis", env=env).stdout.split()
 
-        with OrderLoad(s.base_url, rate=10) as load:
+        with OrderLoad(s.base_url, rate=10, headers={"Authorization": f"Bearer {API_KEY}"}) as load:
             deadline = time.monotonic() + 60
             while len(load.accepted) < 30:
                 assert time.monotonic() < deadline, f"orders were not accepted: {load.timeline[-5:]}"
